@@ -1,0 +1,256 @@
+"""The on-storage contract of ingested NoteSequences: batches, markers, manifests, reports.
+
+Layout under ``DATA_ROOT``::
+
+    notesequences/batch-00001-<fingerprint>/
+        notesequences.tfrecord-00000-of-00002   serialized NoteSequences, sorted by id in each shard
+        manifest.jsonl                          one line per input file: status, hash, ids, error
+        report.json                             counts and settings
+        COMPLETED                               written last; readers ignore a batch without it
+    dead_letters/batch-00001-<fingerprint>.jsonl   one line per failed file: path, reason, error
+
+Every nightly run appends a batch containing only files not seen in a completed batch.  A batch's name
+is derived from its inputs, so a killed run is re-done in the same directory, and a half-written batch
+is never visible: it has no marker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+from transforms import storage
+from transforms.convert import format_for_path
+from transforms.ingest_files import IngestSettings
+from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
+from transforms.tfrecord import iter_records
+
+NOTESEQUENCES_DIR = "notesequences"
+DEAD_LETTERS_DIR = "dead_letters"
+SHARD_PREFIX = "notesequences.tfrecord"
+MANIFEST = "manifest.jsonl"
+REPORT = "report.json"
+MARKER = "COMPLETED"
+_BATCH_RE = re.compile(r"^batch-(\d{5,})-([0-9a-f]{12})$")
+FORMAT_VERSION = 1
+
+
+class IncompleteBatchError(RuntimeError):
+    """A batch directory has no completion marker: it is being written or its run was killed."""
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    """What one ingestion run will do; computed from the listing and completed batches only."""
+
+    source: str
+    data_root: str
+    batch_id: str
+    settings: IngestSettings
+    files: tuple[FileEntry, ...]  # new files to process in this batch
+    known_hashes: dict[str, str]  # content hash -> "batch:<id>:<path>" for earlier batches
+    already_ingested: int  # listed files skipped because a completed batch has them
+    ignored: int  # listed files with an extension we do not read
+    stale_batches: tuple[str, ...]  # incomplete batch dirs removed before this run
+
+    @property
+    def batch_dir(self) -> str:
+        return storage.join(self.data_root, NOTESEQUENCES_DIR, self.batch_id)
+
+    @property
+    def dead_letters_url(self) -> str:
+        return storage.join(self.data_root, DEAD_LETTERS_DIR, f"{self.batch_id}.jsonl")
+
+    @property
+    def num_shards(self) -> int:
+        return self.settings.num_shards(len(self.files))
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.files
+
+
+@dataclass(frozen=True)
+class CompletedBatch:
+    batch_id: str
+    url: str
+    marker: dict
+
+    @property
+    def shard_urls(self) -> list[str]:
+        return [storage.join(self.url, name) for name in self.marker["shards"]]
+
+    def outcomes(self) -> list[FileOutcome]:
+        text = storage.read_text(storage.join(self.url, MANIFEST))
+        return [FileOutcome.from_manifest_record(json.loads(line)) for line in text.splitlines() if line]
+
+    def report(self) -> dict:
+        return json.loads(storage.read_text(storage.join(self.url, REPORT)))
+
+
+def notesequences_root(data_root: str) -> str:
+    return storage.join(data_root, NOTESEQUENCES_DIR)
+
+
+def _batch_dirs(data_root: str) -> Iterator[tuple[int, str, str]]:
+    for url in storage.list_dir(notesequences_root(data_root)):
+        name = url.rstrip("/").rsplit("/", 1)[-1]
+        match = _BATCH_RE.match(name)
+        if match:
+            yield int(match.group(1)), name, url
+
+
+def open_batch(url: str) -> CompletedBatch:
+    """Open a batch for reading; refuses one without its completion marker."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    marker_url = storage.join(url, MARKER)
+    try:
+        marker = json.loads(storage.read_text(marker_url))
+    except FileNotFoundError:
+        raise IncompleteBatchError(
+            f"{url} has no {MARKER} marker: its ingestion is still running or was interrupted; "
+            "re-run `melodyflow ingest` to complete it"
+        ) from None
+    return CompletedBatch(batch_id=name, url=url, marker=marker)
+
+
+def completed_batches(data_root: str) -> list[CompletedBatch]:
+    """Completed batches in creation order; incomplete ones are skipped, never read."""
+    out = []
+    for _, name, url in sorted(_batch_dirs(data_root)):
+        try:
+            out.append(open_batch(url))
+        except IncompleteBatchError:
+            continue
+    return out
+
+
+def read_sequences(batch: CompletedBatch) -> Iterator[bytes]:
+    """Serialized NoteSequences of a completed batch, shard by shard."""
+    for url in batch.shard_urls:
+        yield from iter_records(storage.read_bytes(url), source=url)
+
+
+def _fingerprint(files: list[FileEntry], settings: IngestSettings) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    h.update(str(FORMAT_VERSION).encode())
+    for entry in files:
+        h.update(f"{entry.path}\t{entry.size}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def plan_ingest(source: str, data_root: str, settings: IngestSettings) -> IngestPlan:
+    """List SOURCE, subtract what completed batches hold, and name the batch for the rest.
+
+    A file counts as already ingested when a completed batch recorded the same relative path with the
+    same size (whatever became of it: converted, duplicate or failed), so a nightly run does not re-read
+    the whole corpus.  Incomplete batch directories (killed runs) are removed first.
+    """
+    listing = list(storage.walk_files(source))
+    batches = completed_batches(data_root)
+    seen: set[tuple[str, int]] = set()
+    known_hashes: dict[str, str] = {}
+    for batch in batches:
+        for outcome in batch.outcomes():
+            seen.add((outcome.path, outcome.size))
+            if outcome.status is FileStatus.CONVERTED:
+                known_hashes.setdefault(outcome.sha256, f"batch:{batch.batch_id}:{outcome.path}")
+    ignored = 0
+    already = 0
+    new_files: list[FileEntry] = []
+    for path, size in listing:
+        if format_for_path(path) is None:
+            ignored += 1
+        elif (path, size) in seen:
+            already += 1
+        else:
+            new_files.append(FileEntry(path=path, size=size))
+    completed_names = {b.batch_id for b in batches}
+    stale = tuple(name for _, name, _ in _batch_dirs(data_root) if name not in completed_names)
+    number = max((int(_BATCH_RE.match(b.batch_id).group(1)) for b in batches), default=0) + 1
+    batch_id = f"batch-{number:05d}-{_fingerprint(new_files, settings)}"
+    return IngestPlan(source=source, data_root=data_root, batch_id=batch_id, settings=settings,
+                      files=tuple(new_files), known_hashes=known_hashes, already_ingested=already,
+                      ignored=ignored, stale_batches=stale)
+
+
+def remove_stale_batches(plan: IngestPlan) -> None:
+    """Delete leftovers of killed runs (never visible to readers, but they waste space)."""
+    for name in plan.stale_batches:
+        storage.remove_tree(storage.join(notesequences_root(plan.data_root), name))
+        storage.remove_tree(storage.join(plan.data_root, DEAD_LETTERS_DIR, f"{name}.jsonl"))
+
+
+def summarize(outcomes: list[FileOutcome]) -> dict:
+    """Counts per input file; ``found == converted + duplicates + failed`` by construction."""
+    status = Counter(o.status for o in outcomes)
+    return {
+        "found": len(outcomes),
+        "converted": status[FileStatus.CONVERTED],
+        "duplicates": status[FileStatus.DUPLICATE],
+        "failed": status[FileStatus.FAILED],
+        "sequences": sum(len(o.sequence_ids) for o in outcomes if o.status is FileStatus.CONVERTED),
+        "tunes_failed": sum(len(o.tune_errors) for o in outcomes if o.status is FileStatus.CONVERTED),
+        "failure_reasons": dict(sorted(Counter(o.reason for o in outcomes
+                                               if o.status is FileStatus.FAILED).items())),
+    }
+
+
+def dead_letter_record(plan: IngestPlan, outcome: FileOutcome) -> dict:
+    return {
+        "path": storage.join(plan.source, outcome.path),
+        "relative_path": outcome.path,
+        "reason": outcome.reason,
+        "error": outcome.error,
+        "size": outcome.size,
+        "sha256": outcome.sha256,
+        "batch": plan.batch_id,
+    }
+
+
+def finalize_batch(plan: IngestPlan, shard_counts: dict[str, int], elapsed_s: float) -> dict:
+    """Write dead letters, the report, then the marker — in that order — and return the report.
+
+    Checks that the shards hold exactly the sequences the manifest promises before publishing.
+    """
+    batch = CompletedBatch(batch_id=plan.batch_id, url=plan.batch_dir, marker={})
+    outcomes = batch.outcomes()
+    listed = {e.path for e in plan.files}
+    got = {o.path for o in outcomes}
+    if got != listed or len(outcomes) != len(plan.files):
+        raise RuntimeError(
+            f"manifest of {plan.batch_id} covers {len(got)} files but {len(listed)} were planned; "
+            "refusing to mark the batch complete"
+        )
+    counts = summarize(outcomes)
+    if sum(shard_counts.values()) != counts["sequences"]:
+        raise RuntimeError(
+            f"shards of {plan.batch_id} hold {sum(shard_counts.values())} sequences but the manifest "
+            f"lists {counts['sequences']}; refusing to mark the batch complete"
+        )
+    failed = [dead_letter_record(plan, o) for o in outcomes if o.status is FileStatus.FAILED]
+    storage.write_text(plan.dead_letters_url,
+                       "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in failed))
+    shard_names = sorted(url.rstrip("/").rsplit("/", 1)[-1] for url in shard_counts)
+    report = {
+        "batch_id": plan.batch_id,
+        "source": plan.source,
+        "data_root": plan.data_root,
+        "collection": plan.settings.collection,
+        "settings": asdict(plan.settings),
+        "counts": {**counts, "already_ingested": plan.already_ingested, "ignored": plan.ignored},
+        "shards": shard_names,
+        "dead_letters": plan.dead_letters_url,
+        "elapsed_s": round(elapsed_s, 3),
+        "format_version": FORMAT_VERSION,
+    }
+    storage.write_text(storage.join(plan.batch_dir, REPORT), json.dumps(report, indent=2, sort_keys=True))
+    marker = {"batch_id": plan.batch_id, "shards": shard_names, "sequences": counts["sequences"],
+              "format_version": FORMAT_VERSION}
+    storage.write_text(storage.join(plan.batch_dir, MARKER), json.dumps(marker, sort_keys=True))
+    return report

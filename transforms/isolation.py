@@ -1,0 +1,148 @@
+"""Run an untrusted parser in a long-lived child process with a time limit and a memory cap.
+
+Scraped corpora contain files that make MIDI parsers loop for minutes, allocate gigabytes (pretty_midi
+builds a tick table as long as the largest delta time) or crash the interpreter.  One child process per
+worker keeps the per-file cost at a pipe round trip, while a hang or a crash costs only that file and a
+restart of the child — never the worker or the run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+class IsolatedCallError(Exception):
+    """Base class for failures of a call made through :class:`IsolatedWorker`."""
+
+    reason = "error"
+
+
+class CallTimedOut(IsolatedCallError):
+    reason = "timeout"
+
+
+class WorkerCrashed(IsolatedCallError):
+    reason = "crashed"
+
+
+class RemoteError(IsolatedCallError):
+    """The function raised in the child; carries the exception's type name and message."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.reason = "out_of_memory" if type_name == "MemoryError" else "parse_error"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-call limits enforced by :class:`IsolatedWorker`."""
+
+    timeout_s: float = 60.0
+    memory_mb: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if self.memory_mb < 256:
+            raise ValueError("memory_mb must be at least 256")
+
+
+def _child_main(read_fd: int, write_fd: int, memory_mb: int) -> None:
+    import resource
+
+    limit = memory_mb * 1024 * 1024
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ValueError, OSError):  # pragma: no cover - platform without RLIMIT_AS
+        pass
+    inbox = Connection(read_fd, writable=False)
+    outbox = Connection(write_fd, readable=False)
+    while True:
+        try:
+            fn, args, kwargs = inbox.recv()
+        except EOFError:
+            return
+        try:
+            outbox.send(("ok", fn(*args, **kwargs)))
+        except BaseException as exc:  # noqa: BLE001 - report anything, keep serving
+            try:
+                outbox.send(("err", type(exc).__name__, str(exc)[:2000]))
+            except BaseException:  # noqa: BLE001 - e.g. unpicklable or out of memory while sending
+                return
+
+
+class IsolatedWorker:
+    """Calls module-level functions in a child process, one at a time.
+
+    The child is a fresh interpreter (``python -m transforms.isolation``) talking over two pipes — not
+    ``multiprocessing``'s spawn, which re-imports the caller's ``__main__`` and so breaks under scripts,
+    notebooks and Beam's worker harness.  It starts lazily and restarts after a timeout or crash.
+    """
+
+    def __init__(self, limits: Limits = Limits()):
+        self._limits = limits
+        self._proc: subprocess.Popen | None = None
+        self._inbox: Connection | None = None  # replies from the child
+        self._outbox: Connection | None = None  # requests to the child
+
+    def _start(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        cmd = [sys.executable, "-m", "transforms.isolation", str(to_child_r), str(from_child_w),
+               str(self._limits.memory_mb)]
+        try:
+            self._proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w),
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self._outbox = Connection(to_child_w, readable=False)
+        self._inbox = Connection(from_child_r, writable=False)
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        for conn in (self._inbox, self._outbox):
+            if conn is not None:
+                conn.close()
+        self._proc = self._inbox = self._outbox = None
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._proc is None or self._proc.poll() is not None:
+            self._kill()
+            self._start()
+        assert self._inbox is not None and self._outbox is not None
+        try:
+            self._outbox.send((fn, args, kwargs))
+            if not self._inbox.poll(self._limits.timeout_s):
+                self._kill()
+                raise CallTimedOut(f"gave up after {self._limits.timeout_s:g} s")
+            reply = self._inbox.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
+            code = self._proc.poll() if self._proc is not None else None
+            self._kill()
+            raise WorkerCrashed(f"parser process died (exit code {code}): {exc!r}") from None
+        if reply[0] == "ok":
+            return reply[1]
+        raise RemoteError(reply[1], reply[2])
+
+    def close(self) -> None:
+        self._kill()
+
+    def __enter__(self) -> "IsolatedWorker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

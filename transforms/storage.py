@@ -1,0 +1,192 @@
+"""Object-storage helpers: one fsspec code path for local paths, ``gs://`` and ``s3://``.
+
+Everything melodyflow reads or writes goes through these functions so that a local directory and a
+bucket behave the same, and so that the GCS emulator (``STORAGE_EMULATOR_HOST``) is honoured without
+callers knowing about it.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+# gcsfs probes for hierarchical-namespace buckets on every operation; against the emulator that stalls
+# for about a minute per call.  Must be set before gcsfs is imported anywhere in the process.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+import fsspec  # noqa: E402
+
+T = TypeVar("T")
+
+_RETRIES = 4
+_BACKOFF_S = 0.5
+
+
+class StorageError(RuntimeError):
+    """An object-storage operation failed after retries; the message names the URL."""
+
+
+def protocol_of(url: str) -> str:
+    """``'file'`` for plain paths, otherwise the URL scheme (``gs``, ``s3``, ``memory`` ...)."""
+    if "://" not in url:
+        return "file"
+    return url.split("://", 1)[0]
+
+
+def storage_options_for(url: str) -> dict:
+    """Default fsspec options for ``url``'s protocol; points gcsfs at the emulator when one is set."""
+    proto = protocol_of(url)
+    if proto in ("gs", "gcs"):
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+        if emulator:
+            if not emulator.startswith("http"):
+                emulator = "http://" + emulator
+            return {"endpoint_url": emulator, "token": "anon"}
+    return {}
+
+
+def filesystem(url: str) -> fsspec.AbstractFileSystem:
+    """The (cached) fsspec filesystem for ``url``."""
+    return fsspec.filesystem(protocol_of(url), **storage_options_for(url))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with ``/`` for URLs and the OS separator for local paths."""
+    if protocol_of(base) == "file":
+        return os.path.join(base, *parts)
+    return posixpath.join(base.rstrip("/"), *parts)
+
+
+def strip_protocol(url: str) -> str:
+    return filesystem(url)._strip_protocol(url)
+
+
+def with_protocol(url_like: str, path: str) -> str:
+    """Re-attach ``url_like``'s scheme to a bare path returned by an fsspec listing."""
+    proto = protocol_of(url_like)
+    if proto == "file":
+        return path
+    return f"{proto}://{path}"
+
+
+def retrying(what: str, url: str, fn: Callable[[], T], retries: int = _RETRIES) -> T:
+    """Run an I/O call with bounded exponential backoff; the final error names the URL.
+
+    ``FileNotFoundError`` is never retried: a missing object is an answer, not a fault.
+    """
+    delay = _BACKOFF_S
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - storage backends raise anything
+            if attempt == retries:
+                raise StorageError(f"{what} {url} failed after {retries + 1} attempts: {exc}") from exc
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def read_bytes(url: str) -> bytes:
+    return retrying("reading", url, lambda: filesystem(url).cat_file(url))
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """Write a whole object.
+
+    Local files are written to a temporary sibling and renamed, so a reader never sees half a file.
+    Object stores publish an object only when its upload completes, which gives the same guarantee.
+    """
+    fs = filesystem(url)
+    if protocol_of(url) == "file":
+        parent = os.path.dirname(os.path.abspath(url))
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{url}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, url)
+        return
+    retrying("writing", url, lambda: fs.pipe_file(url, data))
+
+
+def write_text(url: str, text: str) -> None:
+    write_bytes(url, text.encode("utf-8"))
+
+
+def read_text(url: str) -> str:
+    return read_bytes(url).decode("utf-8")
+
+
+def exists(url: str) -> bool:
+    fs = filesystem(url)
+    fs.invalidate_cache()
+    return retrying("checking", url, lambda: fs.exists(url))
+
+
+def list_dir(url: str) -> list[str]:
+    """Immediate children of ``url`` as URLs (empty when it does not exist)."""
+    fs = filesystem(url)
+    fs.invalidate_cache()
+    try:
+        entries = retrying("listing", url, lambda: fs.ls(url, detail=False))
+    except FileNotFoundError:
+        return []
+    return sorted(with_protocol(url, e) for e in entries)
+
+
+def remove_tree(url: str) -> None:
+    fs = filesystem(url)
+    fs.invalidate_cache()
+    try:
+        if fs.exists(url):
+            retrying("removing", url, lambda: fs.rm(url, recursive=True))
+    except FileNotFoundError:
+        pass
+    fs.invalidate_cache()
+
+
+def make_dirs(url: str) -> None:
+    if protocol_of(url) == "file":
+        os.makedirs(url, exist_ok=True)
+
+
+def walk_files(root: str) -> Iterator[tuple[str, int]]:
+    """Yield ``(relative_path, size)`` for every file under ``root``, sorted by path.
+
+    Local trees are walked without following directory symlinks, so a symlink loop in a corpus cannot
+    recurse forever; symlinked *files* are read like regular files.
+    """
+    if protocol_of(root) == "file":
+        base = os.path.abspath(root)
+        if not os.path.isdir(base):
+            raise FileNotFoundError(f"source directory not found: {root}")
+        found: list[tuple[str, int]] = []
+        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+            dirnames.sort()
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                try:
+                    size = os.stat(full).st_size
+                except OSError:
+                    size = -1  # dangling symlink: reported as a failed file by the reader
+                found.append((os.path.relpath(full, base).replace(os.sep, "/"), size))
+        yield from sorted(found)
+        return
+    fs = filesystem(root)
+    fs.invalidate_cache()
+    bare = fs._strip_protocol(root).rstrip("/")
+    listing = retrying("listing", root, lambda: fs.find(bare, detail=True))
+    if not listing and not fs.exists(bare):
+        raise FileNotFoundError(f"source not found: {root}")
+    for path in sorted(listing):
+        info = listing[path]
+        if info.get("type") == "directory":
+            continue
+        rel = path[len(bare) :].lstrip("/")
+        yield rel, int(info.get("size") or 0)

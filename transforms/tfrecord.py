@@ -1,0 +1,59 @@
+"""TFRecord framing without TensorFlow.
+
+The data plane writes and reads TFRecord files on every runner and every fsspec backend; importing
+TensorFlow for that would cost seconds and a gigabyte per worker.  The format is four fields per
+record: little-endian uint64 length, masked CRC32C of the length, payload, masked CRC32C of payload.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+
+import google_crc32c
+
+_MASK_DELTA = 0xA282EAD8
+
+
+class CorruptRecordError(ValueError):
+    """A TFRecord file is truncated or fails its checksum."""
+
+
+def _masked_crc(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def encode_record(payload: bytes) -> bytes:
+    length = struct.pack("<Q", len(payload))
+    return b"".join(
+        (length, struct.pack("<I", _masked_crc(length)), payload, struct.pack("<I", _masked_crc(payload)))
+    )
+
+
+def encode_records(payloads: Iterable[bytes]) -> bytes:
+    return b"".join(encode_record(p) for p in payloads)
+
+
+def iter_records(data: bytes, *, source: str = "<bytes>") -> Iterator[bytes]:
+    """Yield payloads from a whole TFRecord file's bytes, verifying both checksums."""
+    view = memoryview(data)
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 12:
+            raise CorruptRecordError(f"{source}: truncated record header at byte {pos}")
+        length_bytes = bytes(view[pos : pos + 8])
+        (length,) = struct.unpack("<Q", length_bytes)
+        (length_crc,) = struct.unpack("<I", view[pos + 8 : pos + 12])
+        if length_crc != _masked_crc(length_bytes):
+            raise CorruptRecordError(f"{source}: bad length checksum at byte {pos}")
+        start = pos + 12
+        stop = start + length
+        if stop + 4 > end:
+            raise CorruptRecordError(f"{source}: truncated record at byte {pos}")
+        payload = bytes(view[start:stop])
+        (data_crc,) = struct.unpack("<I", view[stop : stop + 4])
+        if data_crc != _masked_crc(payload):
+            raise CorruptRecordError(f"{source}: bad payload checksum at byte {pos}")
+        yield payload
+        pos = stop + 4
