@@ -54,7 +54,7 @@ def _chunks(files: tuple[FileEntry, ...], workers: int) -> list[list[FileEntry]]
 def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan, workers: int) -> None:
     outcomes = (
         pipeline
-        | "ListNewFiles" >> beam.Create(_chunks(plan.files, workers), reshuffle=False)
+        | "ListNewFiles" >> beam.Create(_chunks(plan.files, workers))
         | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan))
         | "KeyByContentHash" >> beam.Map(lambda o: (o.sha256 or f"unhashed:{o.path}", o))
         | "GroupByContentHash" >> beam.GroupByKey()

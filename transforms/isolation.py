@@ -56,6 +56,11 @@ class Limits:
 
 def _child_main(read_fd: int, write_fd: int, memory_mb: int) -> None:
     import resource
+    import warnings
+
+    # Parsers warn per file (e.g. pretty_midi on meta events in non-zero tracks); the outcome and
+    # dead letters carry what matters, so keep worker stderr readable.
+    warnings.simplefilter("ignore")
 
     limit = memory_mb * 1024 * 1024
     try:

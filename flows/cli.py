@@ -1,0 +1,151 @@
+"""The ``melodyflow`` command line: thin wrappers that run the Prefect flows and print summaries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+
+EPILOG = """\
+Paths may be local directories or fsspec URLs (gs://bucket/prefix, s3://bucket/prefix).
+Runs use Prefect's ephemeral API unless PREFECT_API_URL points at a server; set
+STORAGE_EMULATOR_HOST to use a GCS emulator for gs:// URLs.
+"""
+
+
+def _quiet_third_party_noise() -> None:
+    # pretty_midi warns about every file with meta events on non-zero tracks; pydub about ffmpeg.
+    warnings.filterwarnings("ignore", module="pretty_midi")
+    warnings.filterwarnings("ignore", module="pydub")
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+
+
+def _add_runner_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="parallel worker processes (default: the number of CPUs); on the direct "
+                             "runner N>1 uses Beam's multi-processing mode")
+    parser.add_argument("--runner", choices=("direct", "dask", "dataflow"), default="direct",
+                        help="Beam runner for the data plane (default: direct, i.e. this machine)")
+    parser.add_argument("--runner-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra runner option, repeatable: e.g. scheduler=tcp://host:8786 (dask); "
+                             "project=..., region=..., temp_location=gs://... (dataflow)")
+
+
+def _add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object with the result on stdout (logs stay on stderr)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="melodyflow",
+        description="MIDI corpora → NoteSequences → melody datasets → trained melody RNNs → music.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the whole pipeline (default: on the built-in demo corpus)",
+                         description="Run every stage end to end. With no arguments: build the demo "
+                                     "corpus, ingest it into ./melodyflow-data.")
+    run.add_argument("source", nargs="?", default=None,
+                     help="corpus directory or URL (default: the demo corpus, built and cached)")
+    run.add_argument("data_root", nargs="?", default="melodyflow-data",
+                     help="where all outputs go (default: ./melodyflow-data)")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="parallel worker processes (default: the number of CPUs)")
+    _add_json_arg(run)
+
+    ingest = sub.add_parser(
+        "ingest", help="convert a MIDI/MusicXML/ABC corpus into NoteSequence TFRecord shards",
+        description="Find .mid/.midi/.kar/.xml/.mxl/.abc files under SOURCE (recursively), convert new "
+                    "ones to NoteSequences and write them as a new batch under DATA_ROOT/notesequences/. "
+                    "Bad files are listed in DATA_ROOT/dead_letters/ and never stop the run. Re-running "
+                    "only processes files not in a completed batch.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ingest.add_argument("source", help="corpus directory or URL prefix")
+    ingest.add_argument("data_root", help="output root directory or URL")
+    _add_runner_args(ingest)
+    ingest.add_argument("--collection", default=None,
+                        help="collection_name stored in each NoteSequence (default: SOURCE's base name)")
+    ingest.add_argument("--max-file-mb", type=float, default=64.0, metavar="MB",
+                        help="refuse files larger than this (default: 64)")
+    ingest.add_argument("--file-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="give up on a file whose parsing takes longer (default: 60)")
+    ingest.add_argument("--memory-limit-mb", type=int, default=4096, metavar="MB",
+                        help="address-space cap of the parser process (default: 4096)")
+    _add_json_arg(ingest)
+
+    demo = sub.add_parser("demo-corpus", help="render the built-in demo corpus to a directory",
+                          description="Render a few hundred public-domain tunes shipped by music21 "
+                                      "(Essen and O'Neill folk tunes, Bach chorales) to MIDI. "
+                                      "Deterministic; an existing complete corpus is reused.")
+    demo.add_argument("directory", nargs="?", default=None,
+                      help="output directory (default: the user cache, ~/.cache/melodyflow/...)")
+    _add_json_arg(demo)
+    return parser
+
+
+def _print_counts(summary: dict) -> None:
+    counts = summary["counts"]
+    rows = [(k, counts[k]) for k in ("found", "converted", "duplicates", "failed", "sequences",
+                                     "tunes_failed", "already_ingested", "ignored")]
+    rows += [(f"  failed: {reason}", n) for reason, n in counts["failure_reasons"].items()]
+    width = max(len(k) for k, _ in rows)
+    print(f"Ingestion of {summary['source']}: {summary['status'].replace('_', ' ')}")
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value:>8}")
+    if summary.get("batch_dir"):
+        print(f"  shards        {summary['batch_dir']}")
+        print(f"  report        {summary['report']}")
+        print(f"  dead letters  {summary['dead_letters']}")
+
+
+def _emit(args: argparse.Namespace, result: dict, printer) -> None:
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    else:
+        printer(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_third_party_noise()
+    from transforms.runners import RunnerConfigError, parse_runner_options
+
+    try:
+        if args.command == "demo-corpus":
+            from transforms.demo_corpus import build_demo_corpus, default_cache_dir
+
+            directory = args.directory or default_cache_dir()
+            manifest = build_demo_corpus(directory, progress=lambda m: print(m, file=sys.stderr))
+            _emit(args, {"directory": os.path.abspath(directory), "files": len(manifest["files"])},
+                  lambda r: print(f"{r['files']} files in {r['directory']}"))
+            return 0
+        if args.command == "ingest":
+            from flows.ingest import ingest_corpus
+
+            result = ingest_corpus(
+                source=args.source, data_root=args.data_root, workers=args.workers, runner=args.runner,
+                runner_options=parse_runner_options(args.runner_option), collection=args.collection,
+                max_file_mb=args.max_file_mb, file_timeout_s=args.file_timeout,
+                memory_limit_mb=args.memory_limit_mb)
+            _emit(args, result, _print_counts)
+            return 0
+        if args.command == "run":
+            from flows.pipeline import melody_pipeline
+
+            result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers)
+            _emit(args, result, lambda r: _print_counts(r["ingest"]))
+            return 0
+    except (RunnerConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"melodyflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
