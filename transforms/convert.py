@@ -108,6 +108,8 @@ def _abc_to_sequences(data: bytes):
         raise ConversionError("empty ABC file")
     tunes, exceptions = abc_parser.parse_abc_tunebook(text)
     errors = tuple(f"{type(e).__name__}: {e}" for e in exceptions)
+    # A file header (text before the first X: field) comes back as a tune without notes.
+    tunes = {idx: tune for idx, tune in tunes.items() if tune.notes}
     if not tunes:
         detail = "; ".join(errors[:3]) or "no tunes found"
         raise ConversionError(f"no ABC tune could be parsed ({detail})")

@@ -9,6 +9,7 @@ restart of the child — never the worker or the run.
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,7 +38,9 @@ class RemoteError(IsolatedCallError):
     def __init__(self, type_name: str, message: str):
         super().__init__(f"{type_name}: {message}")
         self.type_name = type_name
-        self.reason = "out_of_memory" if type_name == "MemoryError" else "parse_error"
+        # Readers often wrap a MemoryError (numpy's included) in their own error type.
+        out_of_memory = "MemoryError" in type_name or "MemoryError" in message or "Unable to allocate" in message
+        self.reason = "out_of_memory" if out_of_memory else "parse_error"
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,11 @@ def _child_main(read_fd: int, write_fd: int, memory_mb: int) -> None:
     outbox = Connection(write_fd, readable=False)
     while True:
         try:
-            fn, args, kwargs = inbox.recv()
+            request = inbox.recv_bytes()
         except EOFError:
             return
         try:
+            fn, args, kwargs = pickle.loads(request)
             outbox.send(("ok", fn(*args, **kwargs)))
         except BaseException as exc:  # noqa: BLE001 - report anything, keep serving
             try:
@@ -103,7 +107,9 @@ class IsolatedWorker:
         cmd = [sys.executable, "-m", "transforms.isolation", str(to_child_r), str(from_child_w),
                str(self._limits.memory_mb)]
         try:
-            self._proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w),
+            # The child can import whatever the caller can, as with multiprocessing's spawn.
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            self._proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), env=env,
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
             os.close(to_child_r)
