@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "ingest":
             from flows.ingest import ingest_corpus
+            from transforms.runners import RunnerConfig
+
+            # Validate runner settings before any flow run is created.
+            RunnerConfig(runner=args.runner, workers=args.workers or 1,
+                         options=parse_runner_options(args.runner_option))
 
             result = ingest_corpus(
                 source=args.source, data_root=args.data_root, workers=args.workers, runner=args.runner,
