@@ -1,0 +1,222 @@
+"""The on-storage contract of melody datasets, and the per-sequence work that fills them.
+
+Layout under ``DATA_ROOT/melodies/<config>/``::
+
+    train.tfrecord-00000-of-0000N   training records (format in info.json), sorted by key per shard
+    eval.tfrecord-00000-of-0000M
+    stats.json                      Magenta's counters and melody-length histogram, per split
+    info.json                       config, sizes, format, counts per split, source batches, settings
+    COMPLETED                       written last; readers refuse a dataset without it
+
+The split is decided by hashing the NoteSequence id, so an example never changes split when the corpus
+grows, and transposed copies and sub-sequences of one sequence share its split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from transforms import storage
+from transforms.batches import CompletedBatch, completed_batches
+from transforms.melody_configs import MelodyConfig
+from transforms.melody_encoding import FORMATS, encode_melody, to_record
+from transforms.melody_extraction import MelodySettings, sequence_to_melodies
+
+MELODIES_DIR = "melodies"
+SPLITS = ("train", "eval")
+STATS = "stats.json"
+INFO = "info.json"
+MARKER = "COMPLETED"
+PARTIAL_STATS = "_stats.partial.jsonl"
+FORMAT_VERSION = 1
+
+
+class IncompleteDatasetError(RuntimeError):
+    """A dataset directory has no completion marker."""
+
+
+class NoInputError(RuntimeError):
+    """There are no completed ingestion batches to build from."""
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    config: MelodyConfig
+    melody: MelodySettings = MelodySettings()
+    eval_ratio: float = 0.1
+    format: str = "compact"
+    examples_per_shard: int = 20000
+    max_shards: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eval_ratio <= 1.0:
+            raise ValueError(f"eval_ratio must be within [0, 1], got {self.eval_ratio}")
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if self.melody.steps_per_quarter != self.config.steps_per_quarter:
+            raise ValueError("melody steps_per_quarter must match the config's")
+
+    def describe(self) -> dict:
+        return {"config": self.config.name, "format": self.format, "eval_ratio": self.eval_ratio,
+                "melody": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.melody).items()}}
+
+
+def split_of(sequence_id: str, eval_ratio: float) -> str:
+    """Deterministic split: a sequence id always maps to the same split for a given ratio."""
+    point = int.from_bytes(hashlib.sha256(sequence_id.encode("utf-8")).digest()[:8], "big") / 2.0**64
+    return "eval" if point < eval_ratio else "train"
+
+
+def example_key(sequence_id: str, sub: int, transposition: int, instrument: int, index: int) -> str:
+    return f"{sequence_id}\t{sub:05d}\t{transposition:+04d}\t{instrument:05d}\t{index:05d}"
+
+
+def sequence_examples(serialized: bytes, settings: DatasetSettings):
+    """One NoteSequence → ``(split, [(key, record)], stats, histogram)``."""
+    from note_seq import NoteSequence
+
+    sequence = NoteSequence.FromString(serialized)
+    split = split_of(sequence.id, settings.eval_ratio)
+    melodies, stats, histogram = sequence_to_melodies(sequence, settings.melody)
+    records = []
+    for m in melodies:
+        inputs, labels = encode_melody(m.melody, settings.config)
+        key = example_key(sequence.id, m.subsequence, m.transposition, m.instrument, m.index)
+        records.append((key, to_record(inputs, labels, settings.format, settings.config.input_size)))
+    stats["examples_written"] += len(records)
+    return split, records, stats, histogram
+
+
+@dataclass(frozen=True)
+class DatasetPlan:
+    data_root: str
+    settings: DatasetSettings
+    batches: tuple[CompletedBatch, ...]
+
+    @property
+    def out_dir(self) -> str:
+        return storage.join(self.data_root, MELODIES_DIR, self.settings.config.name)
+
+    @property
+    def num_sequences(self) -> int:
+        return sum(int(b.marker.get("sequences", 0)) for b in self.batches)
+
+    @property
+    def input_shards(self) -> list[str]:
+        return [url for b in self.batches for url in b.shard_urls]
+
+    def num_shards(self, split: str) -> int:
+        # Rough upper bound of examples per split (about one melody per sequence), deterministic.
+        share = self.settings.eval_ratio if split == "eval" else 1.0 - self.settings.eval_ratio
+        expected = int(self.num_sequences * share) + 1
+        return max(1, min(self.settings.max_shards, -(-expected // self.settings.examples_per_shard)))
+
+    @property
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(json.dumps(self.settings.describe(), sort_keys=True).encode())
+        h.update(str(FORMAT_VERSION).encode())
+        for b in self.batches:
+            h.update(b.batch_id.encode())
+        return h.hexdigest()[:16]
+
+    def shard_prefix(self, split: str) -> str:
+        return f"{split}.tfrecord"
+
+
+def plan_dataset(data_root: str, settings: DatasetSettings) -> DatasetPlan:
+    batches = tuple(completed_batches(data_root))
+    if not batches:
+        raise NoInputError(
+            f"no completed ingestion batch under {storage.join(data_root, 'notesequences')}: "
+            "run `melodyflow ingest SOURCE DATA_ROOT` first")
+    return DatasetPlan(data_root=data_root, settings=settings, batches=batches)
+
+
+def read_marker(out_dir: str) -> dict | None:
+    try:
+        return json.loads(storage.read_text(storage.join(out_dir, MARKER)))
+    except FileNotFoundError:
+        return None
+
+
+def open_dataset(data_root: str, config_name: str) -> dict:
+    """The ``info.json`` of a completed dataset; refuses one without its marker."""
+    out_dir = storage.join(data_root, MELODIES_DIR, config_name)
+    if read_marker(out_dir) is None:
+        raise IncompleteDatasetError(
+            f"{out_dir} has no {MARKER} marker: build it with `melodyflow dataset {data_root} "
+            f"--config {config_name}` (or wait for the running build)")
+    info = json.loads(storage.read_text(storage.join(out_dir, INFO)))
+    info["url"] = out_dir
+    return info
+
+
+def merge_partial_stats(lines: list[dict]) -> tuple[dict, dict, list[dict]]:
+    """Sum per-split counters and histograms from the pipeline's partial stats records."""
+    counters = {s: Counter() for s in SPLITS}
+    histograms = {s: Counter() for s in SPLITS}
+    failures = []
+    for rec in lines:
+        if rec["kind"] == "counters":
+            counters[rec["split"]].update(rec["values"])
+        elif rec["kind"] == "histogram":
+            histograms[rec["split"]].update(rec["values"])
+        elif rec["kind"] == "failure":
+            failures.append(rec)
+    return ({s: dict(sorted(c.items())) for s, c in counters.items()},
+            {s: dict(sorted(h.items(), key=lambda kv: _bucket_order(kv[0]))) for s, h in histograms.items()},
+            failures)
+
+
+def _bucket_order(bucket: str) -> int:
+    return int(bucket[1:].split(",", 1)[0])
+
+
+def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]], elapsed_s: float) -> dict:
+    """Write stats.json, info.json and the marker (last), after checking counts agree."""
+    partial_url = storage.join(plan.out_dir, PARTIAL_STATS)
+    lines = [json.loads(line) for line in storage.read_text(partial_url).splitlines() if line]
+    counters, histograms, failures = merge_partial_stats(lines)
+    for split in SPLITS:
+        written = sum(shard_counts[split].values())
+        if written != counters[split].get("examples_written", 0):
+            raise RuntimeError(f"{split} shards hold {written} examples but the counters say "
+                               f"{counters[split].get('examples_written', 0)}; refusing to publish")
+    total = Counter()
+    for split in SPLITS:
+        total.update(counters[split])
+    failures_url = None
+    if failures:
+        failures_url = storage.join(plan.data_root, "dead_letters", f"melodies-{plan.settings.config.name}.jsonl")
+        storage.write_text(failures_url, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
+    stats = {"per_split": counters, "total": dict(sorted(total.items())),
+             "melody_lengths_in_bars": histograms, "failures": len(failures), "failures_file": failures_url}
+    storage.write_text(storage.join(plan.out_dir, STATS), json.dumps(stats, indent=2, sort_keys=True))
+    config = plan.settings.config
+    info = {
+        "config": config.name,
+        "encoding": config.encoding,
+        "input_size": config.input_size,
+        "num_classes": config.num_classes,
+        "min_note": config.min_note,
+        "max_note": config.max_note,
+        "transpose_to_key": config.transpose_to_key,
+        "steps_per_quarter": config.steps_per_quarter,
+        "format": plan.settings.format,
+        "settings": plan.settings.describe(),
+        "counts": {split: sum(shard_counts[split].values()) for split in SPLITS},
+        "sequences": {split: counters[split].get("sequences_read", 0) for split in SPLITS},
+        "shards": {split: sorted(u.rsplit("/", 1)[-1] for u in shard_counts[split]) for split in SPLITS},
+        "source_batches": [b.batch_id for b in plan.batches],
+        "fingerprint": plan.fingerprint,
+        "elapsed_s": round(elapsed_s, 3),
+        "format_version": FORMAT_VERSION,
+    }
+    storage.write_text(storage.join(plan.out_dir, INFO), json.dumps(info, indent=2, sort_keys=True))
+    storage.remove_tree(partial_url)
+    storage.write_text(storage.join(plan.out_dir, MARKER),
+                       json.dumps({"fingerprint": plan.fingerprint, "counts": info["counts"]}, sort_keys=True))
+    return {"info": info, "stats": stats}

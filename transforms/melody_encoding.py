@@ -1,0 +1,73 @@
+"""Melody → model inputs/labels (note-seq's encoders) → a serialized training record.
+
+Two record formats:
+- ``sequence-example``: Magenta's ``tf.train.SequenceExample`` with feature lists ``inputs`` (one float
+  list per step) and ``labels`` (one int64 per step), readable by Magenta's own trainer.
+- ``compact`` (default): a ``tf.train.Example`` holding only what cannot be recomputed cheaply: the
+  labels and, per step, the positions of non-zero inputs.  Every Melody RNN input vector has entries in
+  {-1, 0, 1}, so a step is a handful of small varints instead of ``input_size`` floats; the training
+  input pipeline expands it back to exactly the same dense vectors (see :func:`expand_compact`).
+
+Compact features: ``labels`` [T], ``input_lengths`` [T] (non-zeros per step), ``input_codes``
+[sum(input_lengths)] with ``code = 2 * index + (1 if value == -1 else 0)``, and ``input_size`` [1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transforms import example_proto
+from transforms.melody_configs import MelodyConfig
+
+FORMATS = ("compact", "sequence-example")
+
+
+class EncodingError(ValueError):
+    """A melody could not be encoded in the requested format."""
+
+
+def encode_melody(melody, config: MelodyConfig) -> tuple[list[list[float]], list[int]]:
+    """Squash into the config's range/key (in place, as Magenta does) and encode."""
+    melody.squash(config.min_note, config.max_note, config.transpose_to_key)
+    inputs, labels = config.encoder_decoder.encode(melody)
+    return inputs, list(labels)
+
+
+def compact_codes(inputs: Sequence[Sequence[float]]) -> tuple[list[int], list[int]]:
+    lengths, codes = [], []
+    for row in inputs:
+        n = 0
+        for index, value in enumerate(row):
+            if value == 0.0:
+                continue
+            if value == 1.0:
+                codes.append(2 * index)
+            elif value == -1.0:
+                codes.append(2 * index + 1)
+            else:
+                raise EncodingError(f"compact format needs inputs in {{-1, 0, 1}}, got {value}")
+            n += 1
+        lengths.append(n)
+    return lengths, codes
+
+
+def to_record(inputs: Sequence[Sequence[float]], labels: Sequence[int], fmt: str, input_size: int) -> bytes:
+    if fmt == "sequence-example":
+        return example_proto.sequence_example(inputs, labels)
+    if fmt == "compact":
+        lengths, codes = compact_codes(inputs)
+        return example_proto.example({"labels": labels, "input_lengths": lengths, "input_codes": codes,
+                                      "input_size": [input_size]})
+    raise EncodingError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def expand_compact(lengths: Sequence[int], codes: Sequence[int], input_size: int) -> list[list[float]]:
+    """Inverse of :func:`compact_codes` in plain Python (the tf.data version lives in ``models``)."""
+    rows, pos = [], 0
+    for n in lengths:
+        row = [0.0] * input_size
+        for code in codes[pos : pos + n]:
+            row[code // 2] = -1.0 if code % 2 else 1.0
+        rows.append(row)
+        pos += n
+    return rows
