@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where all outputs go (default: ./melodyflow-data)")
     run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="parallel worker processes (default: the number of CPUs)")
+    run.add_argument("--config", default="basic_rnn",
+                     choices=("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn"),
+                     help="Melody RNN configuration for the dataset stage (default: basic_rnn)")
     _add_json_arg(run)
 
     ingest = sub.add_parser(
@@ -76,6 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--memory-limit-mb", type=int, default=4096, metavar="MB",
                         help="address-space cap of the parser process (default: 4096)")
     _add_json_arg(ingest)
+
+    dataset = sub.add_parser(
+        "dataset", help="extract melodies from ingested NoteSequences into train/eval TFRecords",
+        description="Split every completed ingestion batch on tempo/time-signature changes, quantize, "
+                    "extract monophonic melodies with Magenta's Melody RNN rules, encode them for a "
+                    "config and write train/eval shards under DATA_ROOT/melodies/<config>/. The split "
+                    "is a hash of each NoteSequence id, so it never changes as the corpus grows.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dataset.add_argument("data_root", help="the DATA_ROOT given to `melodyflow ingest`")
+    dataset.add_argument("--config", default="basic_rnn",
+                         choices=("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn"),
+                         help="Melody RNN configuration whose encoding to write (default: basic_rnn)")
+    dataset.add_argument("--eval-ratio", type=float, default=0.1, metavar="R",
+                         help="fraction of NoteSequences (by id hash) in the eval split (default: 0.1)")
+    dataset.add_argument("--transpose-range", default="0:0", metavar="LO:HI",
+                         help="also add copies transposed by LO..HI semitones, inclusive; copies whose "
+                              "pitches leave 0-127 are dropped and counted (default: 0:0, none)")
+    dataset.add_argument("--format", choices=("compact", "sequence-example"), default="compact",
+                         help="compact (default): labels + sparse inputs, expanded by the trainer; "
+                              "sequence-example: Magenta's dense tf.train.SequenceExample")
+    dataset.add_argument("--keep-polyphonic-tracks", action="store_true",
+                         help="take the highest note of a chord instead of discarding tracks with "
+                              "simultaneous note starts (Magenta discards them)")
+    dataset.add_argument("--force", action="store_true",
+                         help="rebuild even if a completed dataset exists for the same inputs and settings")
+    _add_runner_args(dataset)
+    _add_json_arg(dataset)
 
     demo = sub.add_parser("demo-corpus", help="render the built-in demo corpus to a directory",
                           description="Render a few hundred public-domain tunes shipped by music21 "
@@ -102,6 +132,18 @@ def _print_counts(summary: dict) -> None:
         print(f"  dead letters  {summary['dead_letters']}")
 
 
+def _print_dataset(summary: dict) -> None:
+    info, stats = summary["info"], summary["stats"]
+    print(f"Melody dataset {info['config']} at {summary['out_dir']}: {summary['status'].replace('_', ' ')}")
+    names = sorted(set(stats["per_split"]["train"]) | set(stats["per_split"]["eval"]))
+    width = max([len(n) for n in names] + [7])
+    print(f"  {'counter':<{width}}  {'train':>8}  {'eval':>8}")
+    for name in names:
+        print(f"  {name:<{width}}  {stats['per_split']['train'].get(name, 0):>8}  "
+              f"{stats['per_split']['eval'].get(name, 0):>8}")
+    print(f"  format {info['format']}, input size {info['input_size']}, {info['num_classes']} classes")
+
+
 def _emit(args: argparse.Namespace, result: dict, printer) -> None:
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
@@ -113,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_third_party_noise()
+    from transforms.melody_dataset import NoInputError
     from transforms.runners import RunnerConfigError, parse_runner_options
 
     try:
@@ -139,13 +182,30 @@ def main(argv: list[str] | None = None) -> int:
                 memory_limit_mb=args.memory_limit_mb)
             _emit(args, result, _print_counts)
             return 0
+        if args.command == "dataset":
+            from flows.dataset import build_melody_dataset
+            from transforms.melody_extraction import parse_transpose_range
+            from transforms.runners import RunnerConfig
+
+            parse_transpose_range(args.transpose_range)
+            RunnerConfig(runner=args.runner, workers=args.workers or 1,
+                         options=parse_runner_options(args.runner_option))
+            result = build_melody_dataset(
+                data_root=args.data_root, config=args.config, eval_ratio=args.eval_ratio,
+                transpose_range=args.transpose_range, format=args.format,
+                keep_polyphonic_tracks=args.keep_polyphonic_tracks, workers=args.workers,
+                runner=args.runner, runner_options=parse_runner_options(args.runner_option),
+                force=args.force)
+            _emit(args, result, _print_dataset)
+            return 0
         if args.command == "run":
             from flows.pipeline import melody_pipeline
 
-            result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers)
-            _emit(args, result, lambda r: _print_counts(r["ingest"]))
+            result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
+                                     config=args.config)
+            _emit(args, result, lambda r: (_print_counts(r["ingest"]), _print_dataset(r["dataset"])))
             return 0
-    except (RunnerConfigError, ValueError, FileNotFoundError) as exc:
+    except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError) as exc:
         print(f"melodyflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")

@@ -1,7 +1,7 @@
 """Prefect flow ``melody_pipeline``: the main job, end to end on the embedded defaults.
 
-Stages so far: build (or reuse) the demo corpus when no SOURCE is given, then ingest it.  Later stages
-(dataset, training, generation) are added as subflows.
+Stages so far: build (or reuse) the demo corpus when no SOURCE is given, ingest it, build a melody
+dataset.  Training and generation are added as subflows when they exist.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from flows.dataset import build_melody_dataset
 from flows.ingest import ingest_corpus
 from transforms.demo_corpus import build_demo_corpus, default_cache_dir
 
@@ -27,9 +28,14 @@ def demo_corpus_task(directory: str) -> str:
 
 @flow(name="melody-pipeline")
 def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROOT,
-                    workers: int | None = None) -> dict:
-    """Run every stage for ``source`` (default: the demo corpus) into ``data_root``."""
+                    workers: int | None = None, config: str = "basic_rnn") -> dict:
+    """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
+
+    Each stage skips work whose outputs are already complete for the same inputs and settings.
+    """
     if source is None:
         source = demo_corpus_task(default_cache_dir())
-    ingest = ingest_corpus(source=source, data_root=os.fspath(data_root), workers=workers)
-    return {"source": source, "data_root": data_root, "ingest": ingest}
+    data_root = os.fspath(data_root)
+    ingest = ingest_corpus(source=source, data_root=data_root, workers=workers)
+    dataset = build_melody_dataset(data_root=data_root, config=config, workers=workers)
+    return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset}

@@ -134,3 +134,56 @@ MUSICXML = """<?xml version="1.0" encoding="UTF-8"?>
   </part>
 </score-partwise>
 """
+
+
+def melodic_midi(seed: int) -> bytes:
+    """A MIDI file with musical content for melody extraction.
+
+    A monophonic lead of 8-20 bars over 5+ pitch classes, sometimes a chordal (polyphonic) track, a
+    drum track, a bass line, a rest of two bars, or a tempo change.
+    """
+    import note_seq
+    from note_seq.protobuf import music_pb2
+
+    rng = random.Random(seed)
+    qpm = rng.choice([90.0, 100.0, 120.0, 140.0])
+    step = 60.0 / qpm / 4
+    seq = music_pb2.NoteSequence(ticks_per_quarter=220)
+    seq.tempos.add(qpm=qpm)
+    seq.time_signatures.add(numerator=rng.choice([3, 4]), denominator=4)
+    scale = [0, 2, 4, 5, 7, 9, 11]
+    root = rng.randrange(48, 66)
+
+    def lead(instrument, program, bars, start_step=0, rest_at=None):
+        t = start_step
+        end = start_step + bars * 16
+        while t < end:
+            if rest_at is not None and t >= rest_at:
+                t += 32
+                rest_at = None
+                continue
+            dur = rng.choice([1, 2, 2, 4])
+            pitch = root + scale[rng.randrange(7)] + 12 * rng.choice([0, 0, 1])
+            seq.notes.add(pitch=pitch, velocity=rng.randrange(40, 120), start_time=t * step,
+                          end_time=(t + dur) * step, instrument=instrument, program=program)
+            t += dur
+
+    lead(0, rng.randrange(80), rng.randrange(8, 21), rest_at=(rng.randrange(64, 100) if rng.random() < 0.3 else None))
+    if rng.random() < 0.5:  # chords: polyphonic track
+        for bar in range(8):
+            for offset in (0, 4, 7):
+                seq.notes.add(pitch=root - 12 + offset, velocity=60, start_time=bar * 16 * step,
+                              end_time=(bar + 1) * 16 * step, instrument=1, program=0)
+    if rng.random() < 0.5:
+        lead(2, 33, 9)
+    if rng.random() < 0.4:
+        for i in range(64):
+            seq.notes.add(pitch=rng.choice([36, 38, 42]), velocity=100, start_time=i * 2 * step,
+                          end_time=(i * 2 + 1) * step, instrument=9, is_drum=True)
+    if rng.random() < 0.25:
+        seq.tempos.add(qpm=qpm * 0.75, time=64 * step)
+    seq.total_time = max(n.end_time for n in seq.notes)
+    midi = note_seq.note_sequence_to_pretty_midi(seq)
+    buf = io.BytesIO()
+    midi.write(buf)
+    return buf.getvalue()

@@ -74,3 +74,34 @@ def test_collection_name_is_the_source_basename():
     assert collection_name("/data/nottingham/") == "nottingham"
     assert collection_name("gs://bucket/midi") == "midi"
     assert collection_name("gs://bucket") == "bucket"
+
+
+def test_dataset_flow_and_cli_publish_counters_and_charts(prefect_harness, tmp_path, capsys):
+    import midi_factory
+    from conftest import write_corpus
+    from flows.dataset import build_melody_dataset
+
+    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(10)})
+    data = str(tmp_path / "data")
+    assert main(["ingest", str(corpus), data, "--workers", "1", "--json"]) == 0
+    capsys.readouterr()
+    state = build_melody_dataset(data_root=data, config="attention_rnn", eval_ratio=0.3, workers=1,
+                                 return_state=True)
+    summary = state.result()
+    assert summary["status"] == "built" and summary["info"]["input_size"] == 74
+    artifacts = {a.key: a for a in _artifacts_of(state.state_details.flow_run_id)}
+    rows = json.loads(artifacts["dataset-counters-attention-rnn"].data)
+    by_name = {r["counter"]: r for r in rows}
+    assert by_name["examples_written"]["train"] == summary["info"]["counts"]["train"]
+    assert "sequences_drums_only" in by_name  # zero counters are reported too
+    assert artifacts["dataset-charts-attention-rnn"].type == "image"
+    assert (tmp_path / "data" / "melodies" / "attention_rnn" / "charts.png").read_bytes()[:4] == b"\x89PNG"
+
+    assert main(["dataset", data, "--config", "attention_rnn", "--eval-ratio", "0.3", "--workers", "1",
+                 "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["status"] == "up_to_date" and again["info"]["counts"] == summary["info"]["counts"]
+
+    assert main(["dataset", str(tmp_path / "empty"), "--workers", "1"]) == 2
+    assert "melodyflow ingest" in capsys.readouterr().err
+    assert main(["dataset", data, "--transpose-range", "5:1"]) == 2

@@ -23,7 +23,7 @@ from transforms import storage
 from transforms.batches import CompletedBatch, completed_batches
 from transforms.melody_configs import MelodyConfig
 from transforms.melody_encoding import FORMATS, encode_melody, to_record
-from transforms.melody_extraction import MelodySettings, sequence_to_melodies
+from transforms.melody_extraction import COUNTERS, MelodySettings, sequence_to_melodies
 
 MELODIES_DIR = "melodies"
 SPLITS = ("train", "eval")
@@ -75,7 +75,11 @@ def example_key(sequence_id: str, sub: int, transposition: int, instrument: int,
 
 
 def sequence_examples(serialized: bytes, settings: DatasetSettings):
-    """One NoteSequence → ``(split, [(key, record)], stats, histogram)``."""
+    """One NoteSequence → ``(split, [(key, record)], stats, histogram)``.
+
+    ``histogram`` holds Magenta's melody-length buckets (``"[10,20)"``) and, as ``"pitch:NN"``, how
+    often each pitch starts a note in the encoded (squashed) melodies.
+    """
     from note_seq import NoteSequence
 
     sequence = NoteSequence.FromString(serialized)
@@ -84,6 +88,7 @@ def sequence_examples(serialized: bytes, settings: DatasetSettings):
     records = []
     for m in melodies:
         inputs, labels = encode_melody(m.melody, settings.config)
+        histogram.update(f"pitch:{e}" for e in m.melody if e >= 0)
         key = example_key(sequence.id, m.subsequence, m.transposition, m.instrument, m.index)
         records.append((key, to_record(inputs, labels, settings.format, settings.config.input_size)))
     stats["examples_written"] += len(records)
@@ -154,20 +159,26 @@ def open_dataset(data_root: str, config_name: str) -> dict:
     return info
 
 
-def merge_partial_stats(lines: list[dict]) -> tuple[dict, dict, list[dict]]:
-    """Sum per-split counters and histograms from the pipeline's partial stats records."""
-    counters = {s: Counter() for s in SPLITS}
+def merge_partial_stats(lines: list[dict]) -> tuple[dict, dict, dict, list[dict]]:
+    """Sum per-split counters, length histograms and pitch counts from the partial stats records."""
+    counters = {s: Counter(dict.fromkeys(COUNTERS, 0)) for s in SPLITS}
     histograms = {s: Counter() for s in SPLITS}
+    pitches = {s: Counter() for s in SPLITS}
     failures = []
     for rec in lines:
         if rec["kind"] == "counters":
             counters[rec["split"]].update(rec["values"])
         elif rec["kind"] == "histogram":
-            histograms[rec["split"]].update(rec["values"])
+            for key, n in rec["values"].items():
+                if key.startswith("pitch:"):
+                    pitches[rec["split"]][key.split(":", 1)[1]] += n
+                else:
+                    histograms[rec["split"]][key] += n
         elif rec["kind"] == "failure":
             failures.append(rec)
     return ({s: dict(sorted(c.items())) for s, c in counters.items()},
             {s: dict(sorted(h.items(), key=lambda kv: _bucket_order(kv[0]))) for s, h in histograms.items()},
+            {s: dict(sorted(p.items(), key=lambda kv: int(kv[0]))) for s, p in pitches.items()},
             failures)
 
 
@@ -179,7 +190,7 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
     """Write stats.json, info.json and the marker (last), after checking counts agree."""
     partial_url = storage.join(plan.out_dir, PARTIAL_STATS)
     lines = [json.loads(line) for line in storage.read_text(partial_url).splitlines() if line]
-    counters, histograms, failures = merge_partial_stats(lines)
+    counters, histograms, pitches, failures = merge_partial_stats(lines)
     for split in SPLITS:
         written = sum(shard_counts[split].values())
         if written != counters[split].get("examples_written", 0):
@@ -193,7 +204,8 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
         failures_url = storage.join(plan.data_root, "dead_letters", f"melodies-{plan.settings.config.name}.jsonl")
         storage.write_text(failures_url, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
     stats = {"per_split": counters, "total": dict(sorted(total.items())),
-             "melody_lengths_in_bars": histograms, "failures": len(failures), "failures_file": failures_url}
+             "melody_lengths_in_bars": histograms, "pitch_counts": pitches,
+             "failures": len(failures), "failures_file": failures_url}
     storage.write_text(storage.join(plan.out_dir, STATS), json.dumps(stats, indent=2, sort_keys=True))
     config = plan.settings.config
     info = {

@@ -23,6 +23,31 @@ def _histogram_edges(min_bars: int) -> tuple[int, ...]:
                          min_bars // 2, min_bars, min_bars + 1, min_bars - 1}))
 
 
+# Every counter a dataset build reports (zeros included), Magenta's names first.
+COUNTERS = (
+    "sequences_discarded_because_multiple_time_signatures",
+    "sequences_discarded_because_multiple_tempos",
+    "sequences_discarded_because_bad_time_signature",
+    "skipped_due_to_range_exceeded",
+    "transpositions_generated",
+    "non_integer_steps_per_bar",
+    "polyphonic_tracks_discarded",
+    "melodies_discarded_too_short",
+    "melodies_discarded_too_few_pitches",
+    "melodies_discarded_too_long",
+    "melodies_truncated",
+    # melodyflow's additions
+    "sequences_read",
+    "sequences_empty",
+    "sequences_drums_only",
+    "sequences_discarded_because_negative_time",
+    "sequences_without_melodies",
+    "sequences_failed",
+    "melodies_extracted",
+    "examples_written",
+)
+
+
 @dataclass(frozen=True)
 class MelodySettings:
     """Melody extraction settings; defaults are Magenta's melody_rnn pipeline values."""

@@ -1,0 +1,47 @@
+"""Presentation for the Prefect UI: browser links for storage URLs and dataset charts."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+
+def browser_url(url: str) -> str:
+    """A link a person can open: console URLs for buckets, ``file://`` for local paths."""
+    if url.startswith("gs://"):
+        return "https://storage.cloud.google.com/" + url[len("gs://"):]
+    if url.startswith("s3://"):
+        bucket, _, key = url[len("s3://"):].partition("/")
+        return f"https://{bucket}.s3.amazonaws.com/{key}"
+    if "://" in url:
+        return url
+    return Path(os.path.abspath(url)).as_uri()
+
+
+def dataset_charts_png(stats: dict, title: str) -> bytes:
+    """Melody-length histogram (Magenta's buckets) and pitch distribution, per split, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for split, color in (("train", "tab:blue"), ("eval", "tab:orange")):
+        lengths = stats["melody_lengths_in_bars"].get(split, {})
+        if lengths:
+            left.bar([f"{k}" for k in lengths], list(lengths.values()), alpha=0.7, label=split, color=color)
+        pitches = stats["pitch_counts"].get(split, {})
+        if pitches:
+            right.bar([int(p) for p in pitches], list(pitches.values()), alpha=0.7, label=split, color=color)
+    left.set(title="Melody lengths (bars)", xlabel="bucket", ylabel="melodies")
+    left.tick_params(axis="x", rotation=45)
+    right.set(title="Note-on pitches in encoded melodies", xlabel="MIDI pitch", ylabel="notes")
+    for ax in (left, right):
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
