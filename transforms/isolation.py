@@ -138,7 +138,12 @@ class IsolatedWorker:
                 raise CallTimedOut(f"gave up after {self._limits.timeout_s:g} s")
             reply = self._inbox.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
-            code = self._proc.poll() if self._proc is not None else None
+            code = None
+            if self._proc is not None:
+                try:  # EOF can arrive a moment before the child is reaped
+                    code = self._proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             self._kill()
             raise WorkerCrashed(f"parser process died (exit code {code}): {exc!r}") from None
         if reply[0] == "ok":
