@@ -1,0 +1,78 @@
+"""Model bundles: everything generation needs, versioned under ``RUN_DIR/bundles/vNNNN/``.
+
+A bundle is ``bundle.json`` (config and encoding, hparams, step, eval metrics, dataset info) plus
+``model.weights.h5``.  ``RUN_DIR/bundles/LATEST`` names the newest version and is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+
+from models.hparams import HParams
+from transforms import storage
+
+BUNDLES = "bundles"
+LATEST = "LATEST"
+METADATA = "bundle.json"
+WEIGHTS = "model.weights.h5"
+BUNDLE_FORMAT = 1
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing or incomplete."""
+
+
+def _versions(run_dir: str) -> list[int]:
+    out = []
+    for url in storage.list_dir(storage.join(run_dir, BUNDLES)):
+        m = re.fullmatch(r"v(\d{4,})", url.rstrip("/").rsplit("/", 1)[-1])
+        if m:
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def export_bundle(model, run_dir: str, metadata: dict) -> str:
+    version = (max(_versions(run_dir), default=0)) + 1
+    url = storage.join(run_dir, BUNDLES, f"v{version:04d}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, WEIGHTS)
+        model.save_weights(path)
+        with open(path, "rb") as fh:
+            storage.write_bytes(storage.join(url, WEIGHTS), fh.read())
+    meta = {**metadata, "version": version, "bundle_format": BUNDLE_FORMAT}
+    storage.write_text(storage.join(url, METADATA), json.dumps(meta, indent=2, sort_keys=True))
+    storage.write_text(storage.join(run_dir, BUNDLES, LATEST), f"v{version:04d}\n")
+    return url
+
+
+def resolve_bundle(bundle_or_run_dir: str) -> str:
+    """Accept a bundle URL or a RUN_DIR (then its LATEST bundle)."""
+    if storage.exists(storage.join(bundle_or_run_dir, METADATA)):
+        return bundle_or_run_dir
+    latest = storage.join(bundle_or_run_dir, BUNDLES, LATEST)
+    try:
+        name = storage.read_text(latest).strip()
+    except FileNotFoundError:
+        raise BundleError(f"{bundle_or_run_dir} is neither a bundle nor a run directory with a finished "
+                          "bundle (train it with `melodyflow train`)") from None
+    return storage.join(bundle_or_run_dir, BUNDLES, name)
+
+
+def load_bundle(bundle_or_run_dir: str):
+    """``(keras model with weights, metadata)``."""
+    from models.model import build_model
+
+    url = resolve_bundle(bundle_or_run_dir)
+    meta = json.loads(storage.read_text(storage.join(url, METADATA)))
+    hparams = HParams(**{**meta["hparams"], "rnn_layer_sizes": tuple(meta["hparams"]["rnn_layer_sizes"])})
+    model = build_model(meta["input_size"], meta["num_classes"], hparams)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, WEIGHTS)
+        with open(path, "wb") as fh:
+            fh.write(storage.read_bytes(storage.join(url, WEIGHTS)))
+        model.load_weights(path)
+    meta["url"] = url
+    return model, meta

@@ -1,0 +1,97 @@
+"""tf.data input over melody datasets written by ``melodyflow dataset`` (either record format).
+
+TensorFlow cannot read ``gs://`` from an emulator and has no ``s3://`` at all, so remote shards are staged
+to a local cache through fsspec first (once per shard: the cache key is the URL and size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import tensorflow as tf
+
+from transforms import storage
+
+BUCKET_BOUNDARIES = (64, 128, 192, 256, 384)
+
+
+def cache_root() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "melodyflow", "staged")
+
+
+def stage_locally(url: str) -> str:
+    """A local path holding ``url``'s bytes; local paths are returned as they are."""
+    if storage.protocol_of(url) == "file":
+        return url
+    data = storage.read_bytes(url)
+    key = hashlib.sha256(f"{url}\n{len(data)}\n{hashlib.sha256(data).hexdigest()}".encode()).hexdigest()[:24]
+    path = os.path.join(cache_root(), key, url.rsplit("/", 1)[-1])
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    return path
+
+
+def _parse_sequence_example(input_size: int):
+    features = {"inputs": tf.io.FixedLenSequenceFeature([input_size], tf.float32),
+                "labels": tf.io.FixedLenSequenceFeature([], tf.int64)}
+
+    def parse(serialized):
+        _, seq = tf.io.parse_single_sequence_example(serialized, sequence_features=features)
+        return seq["inputs"], seq["labels"]
+
+    return parse
+
+
+def _parse_compact(input_size: int):
+    features = {name: tf.io.VarLenFeature(tf.int64) for name in ("labels", "input_lengths", "input_codes")}
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, features)
+        labels = tf.sparse.to_dense(ex["labels"])
+        lengths = tf.sparse.to_dense(ex["input_lengths"])
+        codes = tf.sparse.to_dense(ex["input_codes"])
+        steps = tf.shape(labels, out_type=tf.int64)[0]
+        rows = tf.repeat(tf.range(steps), lengths)
+        columns = codes // 2
+        values = 1.0 - 2.0 * tf.cast(codes % 2, tf.float32)
+        inputs = tf.scatter_nd(tf.stack([rows, columns], axis=1), values, tf.stack([steps, input_size]))
+        return inputs, labels
+
+    return parse
+
+
+def parse_fn(fmt: str, input_size: int):
+    if fmt == "compact":
+        return _parse_compact(input_size)
+    if fmt == "sequence-example":
+        return _parse_sequence_example(input_size)
+    raise ValueError(f"unknown dataset format {fmt!r}")
+
+
+def make_dataset(paths: list[str], *, fmt: str, input_size: int, batch_size: int, training: bool,
+                 seed: int = 0) -> tf.data.Dataset:
+    """Batches of ``(inputs [B,T,D] float32, labels [B,T] int64, lengths [B] int32)``, zero-padded.
+
+    Training: shuffled, repeated, bucketed by length so little compute goes to padding.
+    Evaluation: one pass in file order, the last batch may be smaller than ``batch_size``.
+    """
+    ds = tf.data.TFRecordDataset(sorted(paths))
+    ds = ds.map(parse_fn(fmt, input_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda x, y: (x, y, tf.shape(y, out_type=tf.int32)[0]))
+    padded_shapes = ([None, input_size], [None], [])
+    if training:
+        ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.bucket_by_sequence_length(
+            element_length_func=lambda x, y, n: n,
+            bucket_boundaries=list(BUCKET_BOUNDARIES),
+            bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
+            padded_shapes=padded_shapes, drop_remainder=False)
+    else:
+        ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes)
+    return ds.prefetch(tf.data.AUTOTUNE)
