@@ -107,6 +107,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runner_args(dataset)
     _add_json_arg(dataset)
 
+    train = sub.add_parser(
+        "train", help="train a melody RNN on a dataset built by `melodyflow dataset`",
+        description="Train a Melody RNN (Keras, TensorFlow) on DATA_ROOT/melodies/<config>. Checkpoints, "
+                    "TensorBoard event files (RUN_DIR/train, RUN_DIR/eval) and versioned model bundles "
+                    "(RUN_DIR/bundles/vNNNN) go to RUN_DIR, which may be local, gs:// or s3://. A run "
+                    "resumes from RUN_DIR's latest checkpoint when there is one.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("data_root", help="the DATA_ROOT holding melodies/<config>/")
+    train.add_argument("run_dir", help="where checkpoints, summaries and bundles go")
+    train.add_argument("--config", default="basic_rnn",
+                       choices=("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn"),
+                       help="Melody RNN configuration (default: basic_rnn)")
+    train.add_argument("--hparams", default=None, metavar="SPEC",
+                       help="hyperparameter overrides as JSON ('{\"rnn_layer_sizes\":[64]}') or Magenta's "
+                            "form ('batch_size=64,rnn_layer_sizes=[64,64]'); keys: batch_size, "
+                            "rnn_layer_sizes, dropout_keep_prob, clip_norm, learning_rate, attn_length")
+    train.add_argument("--preset", choices=("magenta", "debug"), default="magenta",
+                       help="base hparams: Magenta's defaults, or a tiny debug model that trains in "
+                            "seconds (default: magenta)")
+    train.add_argument("--num-training-steps", type=int, default=20000, metavar="N",
+                       help="train until this global step (default: 20000)")
+    train.add_argument("--eval-every", type=int, default=500, metavar="N",
+                       help="evaluate on the eval split every N steps and at the end (default: 500)")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                       help="save a checkpoint every N steps and at the end (default: --eval-every)")
+    train.add_argument("--keep-checkpoints", type=int, default=5, metavar="K",
+                       help="keep the last K checkpoints (default: 5)")
+    train.add_argument("--seed", type=int, default=0, help="random seed for weights and shuffling (default: 0)")
+    train.add_argument("--resume", action="store_true",
+                       help="require an existing checkpoint to resume from (resuming is automatic "
+                            "whenever RUN_DIR has one)")
+    _add_json_arg(train)
+
     demo = sub.add_parser("demo-corpus", help="render the built-in demo corpus to a directory",
                           description="Render a few hundred public-domain tunes shipped by music21 "
                                       "(Essen and O'Neill folk tunes, Bach chorales) to MIDI. "
@@ -144,6 +177,18 @@ def _print_dataset(summary: dict) -> None:
     print(f"  format {info['format']}, input size {info['input_size']}, {info['num_classes']} classes")
 
 
+def _print_training(result: dict) -> None:
+    print(f"Trained to step {result['step']} (from {result['start_step']}) in {result['elapsed_s']:.1f} s")
+    for split in ("train", "eval"):
+        metrics = result[f"{split}_metrics"]
+        if metrics:
+            print(f"  {split:<5} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if result["divergence_events"]:
+        print(f"  recovered from {len(result['divergence_events'])} divergence(s)")
+    print(f"  bundle      {result['bundle']}")
+    print(f"  loss curve  {result['loss_curve']}")
+
+
 def _emit(args: argparse.Namespace, result: dict, printer) -> None:
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
@@ -155,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_third_party_noise()
-    from transforms.melody_dataset import NoInputError
+    from transforms.melody_dataset import IncompleteDatasetError, NoInputError
     from transforms.runners import RunnerConfigError, parse_runner_options
 
     try:
@@ -198,6 +243,21 @@ def main(argv: list[str] | None = None) -> int:
                 force=args.force)
             _emit(args, result, _print_dataset)
             return 0
+        if args.command == "train":
+            from flows.train import _hparams_for, train_melody_model
+
+            _hparams_for(args.config, args.preset, args.hparams)  # validate before starting a flow
+            if args.resume:
+                from transforms import storage
+
+                if not storage.list_dir(storage.join(args.run_dir, "checkpoints")):
+                    raise ValueError(f"--resume: {args.run_dir} has no checkpoints to resume from")
+            result = train_melody_model(
+                data_root=args.data_root, run_dir=args.run_dir, config=args.config, hparams=args.hparams,
+                preset=args.preset, num_training_steps=args.num_training_steps, eval_every=args.eval_every,
+                checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed)
+            _emit(args, result, _print_training)
+            return 0
         if args.command == "run":
             from flows.pipeline import melody_pipeline
 
@@ -205,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                                      config=args.config)
             _emit(args, result, lambda r: (_print_counts(r["ingest"]), _print_dataset(r["dataset"])))
             return 0
-    except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError) as exc:
+    except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError) as exc:
         print(f"melodyflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")

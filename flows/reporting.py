@@ -45,3 +45,24 @@ def dataset_charts_png(stats: dict, title: str) -> bytes:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def loss_curve_png(history: list[dict], title: str) -> bytes:
+    """Train and eval loss against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, style in (("train", "-"), ("eval", "o-")):
+        points = [(h["step"], h["loss"]) for h in history if h["split"] == split]
+        if points:
+            ax.plot(*zip(*points), style, label=split)
+    ax.set(title=title, xlabel="step", ylabel="loss (mean cross-entropy per step)")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,165 @@
+"""Real training runs with the debug preset: every config, learning, resume, the divergence guard, gs://."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import midi_factory
+from conftest import write_corpus
+from models.bundle import BundleError, load_bundle, resolve_bundle
+from models.data import make_dataset
+from models.hparams import debug_hparams
+from models.train import DivergenceError, TrainSettings, train
+from transforms import storage
+from transforms.batches import plan_ingest
+from transforms.dataset_pipeline import run_dataset_pipeline
+from transforms.ingest_files import IngestSettings
+from transforms.ingest_pipeline import run_ingest_pipeline
+from transforms.melody_configs import get_config
+from transforms.melody_dataset import DatasetSettings, open_dataset, plan_dataset
+from transforms.runners import RunnerConfig
+
+pytestmark = pytest.mark.slow
+CONFIGS = ("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn")
+
+
+def build_data(source, data_root, configs=CONFIGS, fmt="compact", eval_ratio=0.2):
+    plan = plan_ingest(str(source), str(data_root), IngestSettings(collection="gen"))
+    if not plan.is_empty:
+        run_ingest_pipeline(plan, RunnerConfig(workers=1))
+    for name in configs:
+        settings = DatasetSettings(config=get_config(name), format=fmt, eval_ratio=eval_ratio)
+        run_dataset_pipeline(plan_dataset(str(data_root), settings), RunnerConfig(workers=1))
+    return str(data_root)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    corpus = write_corpus(tmp / "corpus", {f"s{i:02d}.mid": midi_factory.melodic_midi(i) for i in range(24)})
+    return build_data(corpus, tmp / "data")
+
+
+def _settings(config, steps, **kw):
+    return TrainSettings(config=config, num_training_steps=steps, eval_every=kw.pop("eval_every", 10),
+                         checkpoint_every=kw.pop("checkpoint_every", 10), summary_every=5, **kw)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_each_config_trains_real_steps_and_exports_a_loadable_bundle(data_root, tmp_path, config):
+    result = train(data_root, str(tmp_path / "run"), _settings(config, 12), debug_hparams(config))
+    assert result.step == 12 and result.start_step == 0
+    assert set(result.eval_metrics) == {"loss", "perplexity", "accuracy", "event_accuracy", "no_event_accuracy"}
+    assert np.isfinite(result.train_metrics["loss"])
+    model, meta = load_bundle(str(tmp_path / "run"))
+    info = open_dataset(data_root, config)
+    assert meta["url"] == result.bundle and meta["step"] == 12 and meta["config"] == config
+    assert (meta["input_size"], meta["num_classes"]) == (info["input_size"], info["num_classes"])
+    logits = model(np.zeros((2, 5, info["input_size"]), np.float32))
+    assert logits.shape == (2, 5, info["num_classes"])
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "run" / "train"))
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "run" / "eval"))
+
+
+def test_loss_goes_down_on_a_learnable_dataset(tmp_path):
+    pattern = [(60 + p, 2 * i, 2 * i + 2) for i, p in enumerate([0, 4, 7, 12, 7, 4, 2, 5, 9, 12, 9, 5] * 12)]
+    files = {}
+    for k in range(12):
+        import note_seq
+        from note_seq.protobuf import music_pb2
+
+        seq = music_pb2.NoteSequence(ticks_per_quarter=220)
+        seq.tempos.add(qpm=120)
+        seq.time_signatures.add(numerator=4, denominator=4)
+        for pitch, start, end in pattern:
+            seq.notes.add(pitch=pitch + k % 3, velocity=80, start_time=start * 0.125, end_time=end * 0.125)
+        seq.total_time = pattern[-1][2] * 0.125
+        path = tmp_path / f"p{k}.mid"
+        note_seq.sequence_proto_to_midi_file(seq, str(path))
+        files[path.name] = path.read_bytes()
+    data = build_data(write_corpus(tmp_path / "toy", files), tmp_path / "data", configs=("basic_rnn",))
+    result = train(data, str(tmp_path / "run"), _settings("basic_rnn", 120, eval_every=60),
+                   debug_hparams("basic_rnn"))
+    losses = [h["loss"] for h in result.history if h["split"] == "train"]
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_resume_continues_at_the_saved_step_with_optimizer_state(data_root, tmp_path):
+    run = str(tmp_path / "run")
+    first = train(data_root, run, _settings("basic_rnn", 20), debug_hparams("basic_rnn"))
+    assert first.step == 20
+    second = train(data_root, run, _settings("basic_rnn", 30), debug_hparams("basic_rnn"))
+    assert (second.start_step, second.step) == (20, 30)
+    assert resolve_bundle(run).endswith("v0002")
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(data_root, run, _settings("basic_rnn", 40, resume=False), debug_hparams("basic_rnn"))
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(data_root, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "flows.cli", "train", data_root, str(run), "--preset", "debug",
+           "--num-training-steps", "100000", "--eval-every", "10"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (run / "checkpoints" / "ckpt-20.index").exists():
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoints" / "ckpt-20.index").exists(), "training never reached step 20"
+    with pytest.raises(BundleError):
+        resolve_bundle(str(run))  # the killed run exported nothing
+    result = train(data_root, str(run), _settings("basic_rnn", 45), debug_hparams("basic_rnn"))
+    assert result.start_step >= 20 and result.step == 45
+
+
+def test_forced_nan_triggers_the_guard_then_gives_up_after_k_tries(data_root, tmp_path):
+    hp = debug_hparams("basic_rnn")
+    result = train(data_root, str(tmp_path / "run"), _settings("basic_rnn", 25, inject_nan_at_step=15), hp)
+    assert result.step == 25
+    (event,) = result.divergence_events
+    assert event["reason"] == "non-finite loss" and event["restored_step"] == 10
+    assert event["learning_rate"] == pytest.approx(hp.learning_rate * 0.5)
+    assert np.isfinite(result.train_metrics["loss"])
+    with pytest.raises(DivergenceError, match="after 0 recoveries"):
+        train(data_root, str(tmp_path / "run2"),
+              _settings("basic_rnn", 25, inject_nan_at_step=3, max_divergence_recoveries=0), hp)
+
+
+def test_both_record_formats_feed_identical_batches(tmp_path):
+    corpus = write_corpus(tmp_path / "c", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(6)})
+    dense_root = build_data(corpus, tmp_path / "dense", configs=("attention_rnn",), fmt="sequence-example")
+    compact_root = build_data(corpus, tmp_path / "compact", configs=("attention_rnn",))
+    batches = []
+    for root in (dense_root, compact_root):
+        info = open_dataset(root, "attention_rnn")
+        paths = [storage.join(info["url"], n) for n in info["shards"]["train"]]
+        ds = make_dataset(paths, fmt=info["format"], input_size=74, batch_size=4, training=False)
+        batches.append([tuple(t.numpy() for t in b) for b in ds])
+    assert len(batches[0]) == len(batches[1]) > 0
+    for a, b in zip(*batches):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_training_from_and_to_gcs_resumes_on_a_fresh_machine(gcs_bucket, tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "c", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(10)})
+    for path in corpus.iterdir():
+        storage.write_bytes(f"{gcs_bucket}/corpus/{path.name}", path.read_bytes())
+    data = build_data(f"{gcs_bucket}/corpus", f"{gcs_bucket}/data", configs=("basic_rnn",))
+    run = f"{gcs_bucket}/runs/one"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine1"))
+    first = train(data, run, _settings("basic_rnn", 10), debug_hparams("basic_rnn"))
+    assert storage.exists(f"{run}/checkpoints/checkpoint") and first.bundle.startswith(run)
+    assert any("tfevents" in u for u in storage.list_dir(f"{run}/train"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "machine2"))  # nothing local: pull from gs://
+    second = train(data, run, _settings("basic_rnn", 15), debug_hparams("basic_rnn"))
+    assert (second.start_step, second.step) == (10, 15)
+    model, meta = load_bundle(run)
+    assert meta["step"] == 15 and meta["url"] == f"{run}/bundles/v0002"
