@@ -105,3 +105,37 @@ def test_dataset_flow_and_cli_publish_counters_and_charts(prefect_harness, tmp_p
     assert main(["dataset", str(tmp_path / "empty"), "--workers", "1"]) == 2
     assert "melodyflow ingest" in capsys.readouterr().err
     assert main(["dataset", data, "--transpose-range", "5:1"]) == 2
+
+
+def test_train_flow_reports_progress_metrics_curve_and_bundle(prefect_harness, tmp_path, capsys):
+    import midi_factory
+    from conftest import write_corpus
+    from flows.train import train_melody_model
+
+    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(12)})
+    data, run = str(tmp_path / "data"), str(tmp_path / "run")
+    assert main(["ingest", str(corpus), data, "--workers", "1", "--json"]) == 0
+    assert main(["dataset", data, "--workers", "1", "--eval-ratio", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["info"]["counts"]["eval"] > 0
+
+    assert main(["train", data, run, "--hparams", "batchsize=3", "--preset", "debug"]) == 2
+    assert "unknown hparams batchsize" in capsys.readouterr().err
+    assert main(["train", data, run, "--resume", "--preset", "debug"]) == 2
+    assert "no checkpoints" in capsys.readouterr().err
+
+    state = train_melody_model(data_root=data, run_dir=run, preset="debug", num_training_steps=12, eval_every=6,
+                               hparams='{"batch_size": 4}', return_state=True)
+    result = state.result()
+    assert result["step"] == 12 and result["bundle"].endswith("v0001")
+    artifacts = {a.key: a for a in _artifacts_of(state.state_details.flow_run_id)}
+    assert artifacts["training-progress-basic-rnn"].data == 100.0
+    rows = json.loads(artifacts["training-metrics-basic-rnn"].data)
+    assert {r["split"] for r in rows} == {"train", "eval"} and all("perplexity" in r for r in rows)
+    assert artifacts["loss-curve-basic-rnn"].type == "image"
+    assert result["bundle"] in artifacts["training-summary-basic-rnn"].data
+    assert (tmp_path / "run" / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+    assert main(["train", data, run, "--preset", "debug", "--hparams", "batch_size=4",
+                 "--num-training-steps", "15", "--eval-every", "5", "--resume", "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert (resumed["start_step"], resumed["step"]) == (12, 15) and resumed["bundle"].endswith("v0002")
