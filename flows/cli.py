@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parallel worker processes (default: the number of CPUs)")
     run.add_argument("--config", default="basic_rnn",
                      choices=("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn"),
-                     help="Melody RNN configuration for the dataset stage (default: basic_rnn)")
+                     help="Melody RNN configuration for the dataset and training stages (default: basic_rnn)")
+    run.add_argument("--num-training-steps", type=int, default=300, metavar="N",
+                     help="training steps of the small demo model (2x64 LSTM, batch 32; default: 300)")
     _add_json_arg(run)
 
     ingest = sub.add_parser(
@@ -189,6 +191,16 @@ def _print_training(result: dict) -> None:
     print(f"  loss curve  {result['loss_curve']}")
 
 
+def _print_pipeline(result: dict) -> None:
+    _print_counts(result["ingest"])
+    _print_dataset(result["dataset"])
+    training = result["training"]
+    if training["status"] == "up_to_date":
+        print(f"Model already trained to step {training['step']}: {training['bundle']}")
+    else:
+        _print_training(training)
+
+
 def _emit(args: argparse.Namespace, result: dict, printer) -> None:
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
@@ -262,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             from flows.pipeline import melody_pipeline
 
             result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
-                                     config=args.config)
-            _emit(args, result, lambda r: (_print_counts(r["ingest"]), _print_dataset(r["dataset"])))
+                                     config=args.config, num_training_steps=args.num_training_steps)
+            _emit(args, result, _print_pipeline)
             return 0
     except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError) as exc:
         print(f"melodyflow {args.command}: error: {exc}", file=sys.stderr)

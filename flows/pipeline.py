@@ -1,7 +1,7 @@
 """Prefect flow ``melody_pipeline``: the main job, end to end on the embedded defaults.
 
 Stages so far: build (or reuse) the demo corpus when no SOURCE is given, ingest it, build a melody
-dataset.  Training and generation are added as subflows when they exist.
+dataset, train a small model.  Generation is added as a subflow when it exists.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ from prefect.cache_policies import NONE
 
 from flows.dataset import build_melody_dataset
 from flows.ingest import ingest_corpus
+from flows.train import train_melody_model
 from transforms.demo_corpus import build_demo_corpus, default_cache_dir
 
 DEFAULT_DATA_ROOT = "melodyflow-data"
+# Small enough to train in about a minute on two CPU cores, big enough to learn something.
+DEFAULT_HPARAMS = '{"batch_size": 32, "rnn_layer_sizes": [64, 64], "learning_rate": 0.005}'
+DEFAULT_TRAINING_STEPS = 300
 
 
 @task(name="build-demo-corpus", cache_policy=NONE)
@@ -28,14 +32,32 @@ def demo_corpus_task(directory: str) -> str:
 
 @flow(name="melody-pipeline")
 def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROOT,
-                    workers: int | None = None, config: str = "basic_rnn") -> dict:
+                    workers: int | None = None, config: str = "basic_rnn",
+                    num_training_steps: int = DEFAULT_TRAINING_STEPS, hparams: str = DEFAULT_HPARAMS) -> dict:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
-    Each stage skips work whose outputs are already complete for the same inputs and settings.
+    Each stage skips work whose outputs are already complete for the same inputs and settings. The
+    model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
     """
+    from models.bundle import finished_bundle
+    from transforms import storage
+
     if source is None:
         source = demo_corpus_task(default_cache_dir())
     data_root = os.fspath(data_root)
     ingest = ingest_corpus(source=source, data_root=data_root, workers=workers)
     dataset = build_melody_dataset(data_root=data_root, config=config, workers=workers)
-    return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset}
+    fingerprint = dataset["info"]["fingerprint"]
+    run_dir = storage.join(data_root, "runs", f"{config}-{fingerprint[:12]}")
+    done = finished_bundle(run_dir, num_training_steps, fingerprint)
+    if done:
+        get_run_logger().info("Model %s already trained to step %d on this dataset; skipping training",
+                              done["url"], done["step"])
+        training = {"status": "up_to_date", "bundle": done["url"], "step": done["step"], "run_dir": run_dir,
+                    "eval_metrics": done["eval_metrics"], "train_metrics": done["train_metrics"]}
+    else:
+        training = {"status": "trained", **train_melody_model(
+            data_root=data_root, run_dir=run_dir, config=config, hparams=hparams,
+            num_training_steps=num_training_steps, eval_every=100)}
+    return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset,
+            "training": training}
