@@ -139,3 +139,20 @@ def test_train_flow_reports_progress_metrics_curve_and_bundle(prefect_harness, t
                  "--num-training-steps", "15", "--eval-every", "5", "--resume", "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out)
     assert (resumed["start_step"], resumed["step"]) == (12, 15) and resumed["bundle"].endswith("v0002")
+
+
+def test_pipeline_runs_every_stage_then_skips_them_all(prefect_harness, tmp_path):
+    import midi_factory
+    from conftest import write_corpus
+    from flows.pipeline import melody_pipeline
+
+    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(10)})
+    kwargs = dict(source=str(corpus), data_root=str(tmp_path / "data"), workers=1, num_training_steps=8,
+                  hparams='{"batch_size": 4, "rnn_layer_sizes": [8]}')
+    first = melody_pipeline(**kwargs)
+    assert first["ingest"]["status"] == "ingested" and first["dataset"]["status"] == "built"
+    assert first["training"]["status"] == "trained" and first["training"]["step"] == 8
+    second = melody_pipeline(**kwargs)
+    assert second["ingest"]["status"] == "up_to_date" and second["dataset"]["status"] == "up_to_date"
+    assert second["training"]["status"] == "up_to_date"
+    assert second["training"]["bundle"] == first["training"]["bundle"]
