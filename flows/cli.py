@@ -142,6 +142,34 @@ def build_parser() -> argparse.ArgumentParser:
                             "whenever RUN_DIR has one)")
     _add_json_arg(train)
 
+    gen = sub.add_parser(
+        "generate", help="generate melodies from a trained bundle for every primer",
+        description="Generate melodies from a bundle (or RUN_DIR's latest bundle) for every primer MIDI "
+                    "file, in parallel: OUT/<primer-id>/<nnn>.mid, a piano-roll .png per output, a .wav "
+                    "when FluidSynth and a General MIDI soundfont are installed, and OUT/index.json.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("bundle", help="a bundle directory/URL or a RUN_DIR (its latest bundle is used)")
+    gen.add_argument("--primers", default=None, metavar="GLOB_OR_URL",
+                     help="primer MIDI files: a glob, a directory/prefix (recursive) or one file")
+    gen.add_argument("--primer-melody", default=None, metavar="EVENTS",
+                     help='a primer as Magenta events, e.g. "[60,-2,62,-2]" (-2 no event, -1 note off); '
+                          "with neither primer option, a single middle C")
+    gen.add_argument("--output", required=True, metavar="OUT", help="output directory or URL")
+    gen.add_argument("--num-outputs", type=int, default=16, metavar="N", help="melodies per primer (default: 16)")
+    gen.add_argument("--num-steps", type=int, default=128, metavar="N",
+                     help="total length in 16th-note steps, primer included (default: 128)")
+    gen.add_argument("--temperature", type=float, default=1.0,
+                     help="softmax temperature; >1 more random, <1 more conservative (default: 1.0)")
+    gen.add_argument("--beam-size", type=int, default=1, help="beams kept per output (default: 1, plain sampling)")
+    gen.add_argument("--branch-factor", type=int, default=1, help="branches per beam each iteration (default: 1)")
+    gen.add_argument("--steps-per-iteration", type=int, default=1,
+                     help="steps sampled per beam-search iteration (default: 1)")
+    gen.add_argument("--qpm", type=float, default=None, help="tempo of the output (default: the primer's)")
+    gen.add_argument("--seed", type=int, default=0, help="random seed; same inputs and seed, same outputs")
+    gen.add_argument("--continuation-only", action="store_true",
+                     help="write only the generated continuation, not the primer")
+    _add_json_arg(gen)
+
     demo = sub.add_parser("demo-corpus", help="render the built-in demo corpus to a directory",
                           description="Render a few hundred public-domain tunes shipped by music21 "
                                       "(Essen and O'Neill folk tunes, Bach chorales) to MIDI. "
@@ -201,6 +229,15 @@ def _print_pipeline(result: dict) -> None:
         _print_training(training)
 
 
+def _print_generation(index: dict) -> None:
+    c = index["counts"]
+    print(f"Generated {c['outputs']} melodies for {c['ok']} of {c['primers']} primer(s) from {index['bundle']}")
+    for entry in index["primers"]:
+        if entry["status"] != "ok":
+            print(f"  {entry['id']}: failed: {entry['error']}")
+    print(f"  index  {index['index']}")
+
+
 def _emit(args: argparse.Namespace, result: dict, printer) -> None:
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
@@ -212,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_third_party_noise()
+    from models.bundle import BundleError
     from transforms.melody_dataset import IncompleteDatasetError, NoInputError
     from transforms.runners import RunnerConfigError, parse_runner_options
 
@@ -270,6 +308,29 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed)
             _emit(args, result, _print_training)
             return 0
+        if args.command == "generate":
+            from flows.generate import generate_melodies
+            from models.bundle import resolve_bundle
+            from models.generate import GenerationOptions
+
+            GenerationOptions(num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
+                              beam_size=args.beam_size, branch_factor=args.branch_factor,
+                              steps_per_iteration=args.steps_per_iteration, seed=args.seed)
+            resolve_bundle(args.bundle)
+            events = None
+            if args.primer_melody:
+                try:
+                    events = json.loads(args.primer_melody)
+                except json.JSONDecodeError:
+                    raise ValueError(f"--primer-melody must be a list like [60,-2,62,-2], got {args.primer_melody!r}") from None
+            result = generate_melodies(
+                bundle=args.bundle, output=args.output, primers=args.primers, primer_melody=events,
+                num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
+                beam_size=args.beam_size, branch_factor=args.branch_factor,
+                steps_per_iteration=args.steps_per_iteration, qpm=args.qpm, seed=args.seed,
+                continuation_only=args.continuation_only)
+            _emit(args, result, _print_generation)
+            return 0
         if args.command == "run":
             from flows.pipeline import melody_pipeline
 
@@ -277,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                                      config=args.config, num_training_steps=args.num_training_steps)
             _emit(args, result, _print_pipeline)
             return 0
-    except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError) as exc:
+    except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError,
+            BundleError) as exc:
         print(f"melodyflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command}")

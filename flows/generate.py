@@ -1,0 +1,131 @@
+"""Prefect flow ``generate_melodies``: fan out over primers, write outputs and an index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from flows.reporting import browser_url
+from transforms import storage
+from transforms.convert import MIDI_EXTENSIONS
+
+INDEX = "index.json"
+
+
+def find_primers(spec: str) -> list[tuple[str, str]]:
+    """``(relative name, url)`` for a glob, a directory/prefix (recursive) or a single file."""
+    fs = storage.filesystem(spec)
+    if any(ch in spec for ch in "*?["):
+        matches = sorted(fs.glob(spec))
+        return [(m.rsplit("/", 1)[-1], storage.with_protocol(spec, m)) for m in matches
+                if m.lower().endswith(MIDI_EXTENSIONS)]
+    if fs.isdir(spec):
+        return [(rel, storage.join(spec, rel)) for rel, _ in storage.walk_files(spec)
+                if rel.lower().endswith(MIDI_EXTENSIONS)]
+    if not fs.exists(spec):
+        raise FileNotFoundError(f"no primer file, directory or glob match at {spec}")
+    return [(spec.rstrip("/").rsplit("/", 1)[-1], spec)]
+
+
+def _seed_offset(primer_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(primer_id.encode()).digest()[:4], "big")
+
+
+@task(name="generate-for-primer", cache_policy=NONE, task_run_name="generate-{primer_id}")
+def generate_task(primer_id: str, primer_url: str | None, events: list[int] | None, bundle: str, output: str,
+                  options, qpm: float | None, continuation_only: bool) -> dict:
+    from models.generate import load_generator
+    from models.outputs import generate_for_primer, load_primer
+    from transforms.primers import PrimerError, primer_from_events
+
+    logger = get_run_logger()
+    generator = load_generator(bundle)  # once per process, shared by mapped tasks
+    primer, error = None, None
+    try:
+        if primer_url is not None:
+            primer = load_primer(primer_url)
+        elif events is not None:
+            primer = primer_from_events(events, qpm or 120.0)
+        else:
+            primer = primer_from_events([60], qpm or 120.0)  # Magenta's default: a single middle C
+    except PrimerError as exc:
+        error = str(exc)
+    entry = generate_for_primer(generator, primer_id, primer, output, options,
+                                source=primer_url or ("--primer-melody" if events else "default: middle C"),
+                                qpm=qpm, continuation_only=continuation_only,
+                                seed_offset=_seed_offset(primer_id), error=error)
+    if entry["status"] == "ok":
+        logger.info("%s: %d outputs written to %s", primer_id, len(entry["outputs"]), storage.join(output, primer_id))
+    else:
+        logger.warning("%s: skipped: %s", primer_id, entry["error"])
+    return entry
+
+
+@flow(name="generate-melodies")
+def generate_melodies(
+    bundle: str,
+    output: str,
+    primers: str | None = None,
+    primer_melody: list[int] | None = None,
+    num_outputs: int = 16,
+    num_steps: int = 128,
+    temperature: float = 1.0,
+    beam_size: int = 1,
+    branch_factor: int = 1,
+    steps_per_iteration: int = 1,
+    qpm: float | None = None,
+    seed: int = 0,
+    continuation_only: bool = False,
+) -> dict:
+    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle)."""
+    from models.bundle import resolve_bundle
+    from models.generate import GenerationOptions
+    from transforms.primers import primer_id
+
+    logger = get_run_logger()
+    options = GenerationOptions(num_outputs=num_outputs, num_steps=num_steps, temperature=temperature,
+                                beam_size=beam_size, branch_factor=branch_factor,
+                                steps_per_iteration=steps_per_iteration, seed=seed)
+    bundle_url = resolve_bundle(bundle)
+    if primers:
+        found = find_primers(primers)
+        jobs = [(primer_id(rel), url, None) for rel, url in found]
+        logger.info("%d primer file(s) from %s", len(jobs), primers)
+    elif primer_melody:
+        jobs = [("primer-melody", None, list(primer_melody))]
+    else:
+        logger.warning("No primer given: generating from a single middle C, as Magenta does")
+        jobs = [("middle-c", None, None)]
+    futures = generate_task.map([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
+                                unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),
+                                unmapped(continuation_only))
+    entries = [f.result() for f in futures]
+    index = {"bundle": bundle_url, "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only},
+             "primers": sorted(entries, key=lambda e: e["id"]),
+             "counts": {"primers": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
+                        "failed": sum(e["status"] != "ok" for e in entries),
+                        "outputs": sum(len(e["outputs"]) for e in entries)}}
+    storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))
+    rows = [{"primer": e["id"], "output": o["midi"], "log_likelihood": round(o["log_likelihood"], 3), "notes": o["notes"]}
+            for e in index["primers"] for o in e["outputs"]]
+    create_table_artifact(key="generated-outputs", table=rows or [{"primer": "-", "output": "none"}],
+                          description="Generated melodies and their log-likelihoods")
+    lines = [f"# Generated melodies from `{bundle_url}`", ""]
+    for e in index["primers"]:
+        if e["status"] != "ok":
+            lines.append(f"- **{e['id']}** — failed: {e['error']}")
+            continue
+        lines.append(f"## {e['id']}")
+        for o in e["outputs"]:
+            links = [f"[MIDI]({browser_url(storage.join(output, o['midi']))})",
+                     f"[piano roll]({browser_url(storage.join(output, o['png']))})"]
+            if o["wav"]:
+                links.append(f"[WAV]({browser_url(storage.join(output, o['wav']))})")
+            lines.append(f"- `{o['midi']}` ll {o['log_likelihood']:.1f}: " + " · ".join(links))
+    create_markdown_artifact(key="generation-gallery", markdown="\n".join(lines), description="Generated outputs")
+    index["index"] = storage.join(output, INDEX)
+    return index

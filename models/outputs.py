@@ -1,0 +1,118 @@
+"""One primer's generation job: primer file → melodies → MIDI, piano roll PNG, optional WAV.
+
+Output layout: ``OUT/<primer-id>/<nnn>.mid`` (and ``.png``, ``.wav``); the caller writes ``OUT/index.json``
+from the entries returned here. Names never depend on time, so parallel runs cannot collide.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+
+from models.generate import GenerationError, GenerationOptions, MelodyGenerator
+from transforms import storage
+from transforms.primers import Primer, PrimerError, primer_from_midi
+
+SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
+              "/usr/share/soundfonts/default.sf2")
+
+
+def synthesizer() -> tuple[str, str] | None:
+    """``(fluidsynth, soundfont)`` when both are installed; WAV output is skipped otherwise."""
+    exe = shutil.which("fluidsynth")
+    font = os.environ.get("MELODYFLOW_SOUNDFONT") or next((f for f in SOUNDFONTS if os.path.exists(f)), None)
+    return (exe, font) if exe and font and os.path.exists(font) else None
+
+
+def melody_to_sequence(melody, qpm: float, program: int, primer_steps: int, continuation_only: bool):
+    from note_seq.melodies_lib import Melody
+
+    if continuation_only:
+        melody = Melody(list(melody)[primer_steps:])
+    return melody.to_sequence(velocity=100, instrument=0, program=program, qpm=qpm)
+
+
+def piano_roll_png(sequence, primer_end: float, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3))
+    for note in sequence.notes:
+        color = "tab:gray" if note.start_time < primer_end else "tab:blue"
+        ax.add_patch(plt.Rectangle((note.start_time, note.pitch - 0.4), note.end_time - note.start_time, 0.8,
+                                   color=color))
+    pitches = [n.pitch for n in sequence.notes] or [60]
+    ax.set_xlim(0, max(sequence.total_time, 1.0))
+    ax.set_ylim(min(pitches) - 2, max(pitches) + 2)
+    ax.set(xlabel="seconds", ylabel="MIDI pitch", title=title)
+    if primer_end > 0:
+        ax.axvline(primer_end, color="tab:red", linewidth=0.8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _wav(midi: bytes) -> bytes | None:
+    synth = synthesizer()
+    if synth is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        mid, wav = os.path.join(tmp, "x.mid"), os.path.join(tmp, "x.wav")
+        with open(mid, "wb") as fh:
+            fh.write(midi)
+        subprocess.run([synth[0], "-ni", "-F", wav, "-r", "22050", synth[1], mid], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        with open(wav, "rb") as fh:
+            return fh.read()
+
+
+def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Primer | None, out_root: str,
+                        options: GenerationOptions, *, source: str, qpm: float | None = None,
+                        continuation_only: bool = False, seed_offset: int = 0, error: str | None = None) -> dict:
+    """Generate and write every output of one primer; a bad primer returns an entry with ``error``."""
+    import note_seq
+
+    entry = {"id": primer_id, "source": source, "status": "error", "outputs": []}
+    if error is not None:
+        return {**entry, "error": error}
+    try:
+        results = generator.generate(primer.melody, options, seed_offset=seed_offset)
+    except GenerationError as exc:
+        return {**entry, "error": str(exc)}
+    tempo = qpm or primer.qpm
+    step_seconds = 60.0 / tempo / generator.config.steps_per_quarter
+    directory = storage.join(out_root, primer_id)
+    for n, result in enumerate(results):
+        sequence = melody_to_sequence(result.melody, tempo, primer.program, result.primer_steps, continuation_only)
+        midi = io.BytesIO()
+        note_seq.note_sequence_to_pretty_midi(sequence).write(midi)
+        base = f"{n:03d}"
+        storage.write_bytes(storage.join(directory, f"{base}.mid"), midi.getvalue())
+        primer_end = 0.0 if continuation_only else result.primer_steps * step_seconds
+        storage.write_bytes(storage.join(directory, f"{base}.png"),
+                            piano_roll_png(sequence, primer_end, f"{primer_id} #{n} (ll {result.log_likelihood:.1f})"))
+        wav = _wav(midi.getvalue())
+        if wav is not None:
+            storage.write_bytes(storage.join(directory, f"{base}.wav"), wav)
+        entry["outputs"].append({
+            "midi": f"{primer_id}/{base}.mid", "png": f"{primer_id}/{base}.png",
+            "wav": f"{primer_id}/{base}.wav" if wav is not None else None,
+            "log_likelihood": result.log_likelihood, "steps": len(result.melody),
+            "primer_steps": result.primer_steps, "notes": len(sequence.notes),
+        })
+    return {**entry, "status": "ok", "qpm": tempo, "primer_steps": results[0].primer_steps if results else 0}
+
+
+def load_primer(url: str) -> Primer:
+    try:
+        data = storage.read_bytes(url)
+    except FileNotFoundError:
+        raise PrimerError(f"primer not found: {url}") from None
+    return primer_from_midi(data)

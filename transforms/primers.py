@@ -1,0 +1,94 @@
+"""Primer MIDI → primer melody for generation.
+
+Magenta's generator reads instrument 0 only and crashes on primers with several instruments. Here the
+melody track is chosen by a documented rule: among non-drum instruments, the one whose monophonic line
+(highest note where notes start together) has the most note-ons; ties go to more distinct pitches,
+then to the lower instrument number. A primer whose tempo or time signature changes keeps the first
+ones (a primer is a few bars; quantizing must not fail on a tempo ramp).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+DEFAULT_QPM = 120.0
+
+
+class PrimerError(ValueError):
+    """A primer file cannot provide a melody; the message says why."""
+
+
+@dataclass
+class Primer:
+    melody: object  # note_seq.Melody
+    qpm: float
+    instrument: int | None
+    program: int
+
+
+def primer_id(relative_path: str) -> str:
+    """A filesystem-safe, collision-free id: sanitized stem plus a hash of the full path."""
+    stem = relative_path.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:40] or "primer"
+    return f"{safe}-{hashlib.sha1(relative_path.encode('utf-8')).hexdigest()[:8]}"
+
+
+def _quantize(sequence, steps_per_quarter: int):
+    from note_seq import sequences_lib
+
+    try:
+        return sequences_lib.quantize_note_sequence(sequence, steps_per_quarter)
+    except (sequences_lib.MultipleTempoError, sequences_lib.MultipleTimeSignatureError):
+        trimmed = type(sequence).FromString(sequence.SerializeToString())
+        for field_name in ("tempos", "time_signatures"):
+            items = sorted(getattr(trimmed, field_name), key=lambda x: x.time)[:1]
+            kept = [type(i).FromString(i.SerializeToString()) for i in items]
+            trimmed.ClearField(field_name)
+            for item in kept:
+                item.time = 0.0
+                getattr(trimmed, field_name).add().CopyFrom(item)
+        return sequences_lib.quantize_note_sequence(trimmed, steps_per_quarter)
+
+
+def primer_from_midi(data: bytes, steps_per_quarter: int = 4) -> Primer:
+    from note_seq import midi_io, sequences_lib
+    from note_seq.melodies_lib import Melody
+
+    try:
+        sequence = midi_io.midi_to_note_sequence(data)
+    except midi_io.MIDIConversionError as exc:
+        raise PrimerError(f"not a readable MIDI file: {exc}") from None
+    qpm = sequence.tempos[0].qpm if sequence.tempos else DEFAULT_QPM
+    if not any(not n.is_drum for n in sequence.notes):
+        raise PrimerError("the primer has no pitched (non-drum) notes")
+    try:
+        quantized = _quantize(sequence, steps_per_quarter)
+    except (sequences_lib.BadTimeSignatureError, sequences_lib.NegativeTimeError) as exc:
+        raise PrimerError(f"the primer cannot be quantized: {exc}") from None
+    candidates = []
+    for instrument in sorted({n.instrument for n in quantized.notes if not n.is_drum}):
+        melody = Melody()
+        try:
+            melody.from_quantized_sequence(quantized, instrument=instrument, gap_bars=10**6,
+                                           ignore_polyphonic_notes=True, filter_drums=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. non-integer steps per bar
+            raise PrimerError(f"no melody could be read from the primer: {exc}") from None
+        onsets = [e for e in melody if e >= 0]
+        if onsets:
+            candidates.append((len(onsets), len(set(onsets)), -instrument, melody))
+    if not candidates:
+        raise PrimerError("the primer has no usable melody")
+    _, _, neg_instrument, melody = max(candidates, key=lambda c: c[:3])
+    program = next((n.program for n in sequence.notes if n.instrument == -neg_instrument), 0)
+    return Primer(melody=melody, qpm=qpm, instrument=-neg_instrument, program=program)
+
+
+def primer_from_events(events: list[int], qpm: float = DEFAULT_QPM) -> Primer:
+    """``--primer-melody "[60, -2, 62, -2]"``: Magenta's event list (-2 no event, -1 note off)."""
+    from note_seq.melodies_lib import Melody
+
+    if not events or any(not isinstance(e, int) or e < -2 or e > 127 for e in events):
+        raise PrimerError("a primer melody is a non-empty list of ints in -2..127 (-2 no event, -1 note off)")
+    return Primer(melody=Melody(events), qpm=qpm, instrument=None, program=0)
