@@ -227,6 +227,8 @@ def _print_pipeline(result: dict) -> None:
         print(f"Model already trained to step {training['step']}: {training['bundle']}")
     else:
         _print_training(training)
+    _print_generation(result["generation"])
+    print(f"Listen and look: {result['generation']['index'].rsplit('/', 1)[0]}/<primer>/<nnn>.mid and .png")
 
 
 def _print_generation(index: dict) -> None:
@@ -294,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             _emit(args, result, _print_dataset)
             return 0
         if args.command == "train":
-            from flows.train import _hparams_for, train_melody_model
+            from flows.train import resolve_hparams, train_melody_model
 
-            _hparams_for(args.config, args.preset, args.hparams)  # validate before starting a flow
+            resolve_hparams(args.config, args.preset, args.hparams)  # validate before starting a flow
             if args.resume:
                 from transforms import storage
 

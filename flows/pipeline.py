@@ -1,17 +1,19 @@
 """Prefect flow ``melody_pipeline``: the main job, end to end on the embedded defaults.
 
-Stages so far: build (or reuse) the demo corpus when no SOURCE is given, ingest it, build a melody
-dataset, train a small model.  Generation is added as a subflow when it exists.
+Stages: build (or reuse) the demo corpus when no SOURCE is given, ingest it, build a melody dataset,
+train a small model, and generate melodies from two-bar excerpts of the corpus' first tunes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows.dataset import build_melody_dataset
+from flows.generate import INDEX, generate_melodies
 from flows.ingest import ingest_corpus
 from flows.train import train_melody_model
 from transforms.demo_corpus import build_demo_corpus, default_cache_dir
@@ -20,6 +22,32 @@ DEFAULT_DATA_ROOT = "melodyflow-data"
 # Small enough to train in about a minute on two CPU cores, big enough to learn something.
 DEFAULT_HPARAMS = '{"batch_size": 32, "rnn_layer_sizes": [64, 64], "learning_rate": 0.005}'
 DEFAULT_TRAINING_STEPS = 300
+DEMO_PRIMERS = 4
+DEMO_OUTPUTS = 4
+DEMO_STEPS = 128
+
+
+@task(name="make-primers-from-corpus", cache_policy=NONE)
+def primers_task(source: str, directory: str, count: int = DEMO_PRIMERS) -> str:
+    """Two-bar excerpts of the corpus' first MIDI files: primers that sound like the training data."""
+    from transforms import storage
+    from transforms.convert import MIDI_EXTENSIONS
+    from transforms.primers import PrimerError, excerpt_midi
+
+    made = 0
+    for rel, _ in storage.walk_files(source):
+        if made == count:
+            break
+        if not rel.lower().endswith(MIDI_EXTENSIONS):
+            continue
+        try:
+            primer = excerpt_midi(storage.read_bytes(storage.join(source, rel)))
+        except PrimerError:
+            continue
+        storage.write_bytes(storage.join(directory, rel.replace("/", "__")), primer)
+        made += 1
+    get_run_logger().info("%d primer(s) from %s in %s", made, source, directory)
+    return directory
 
 
 @task(name="build-demo-corpus", cache_policy=NONE)
@@ -48,8 +76,12 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     ingest = ingest_corpus(source=source, data_root=data_root, workers=workers)
     dataset = build_melody_dataset(data_root=data_root, config=config, workers=workers)
     fingerprint = dataset["info"]["fingerprint"]
-    run_dir = storage.join(data_root, "runs", f"{config}-{fingerprint[:12]}")
-    done = finished_bundle(run_dir, num_training_steps, fingerprint)
+    from flows.train import resolve_hparams
+
+    wanted = resolve_hparams(config, "magenta", hparams).to_dict()
+    run_name = f"{config}-{fingerprint[:12]}"
+    run_dir = storage.join(data_root, "runs", run_name)
+    done = finished_bundle(run_dir, num_training_steps, fingerprint, wanted)
     if done:
         get_run_logger().info("Model %s already trained to step %d on this dataset; skipping training",
                               done["url"], done["step"])
@@ -59,5 +91,16 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
         training = {"status": "trained", **train_melody_model(
             data_root=data_root, run_dir=run_dir, config=config, hparams=hparams,
             num_training_steps=num_training_steps, eval_every=100)}
+    bundle = training["bundle"]
+    out = storage.join(data_root, "generated", f"{run_name}-{bundle.rstrip('/').rsplit('/', 1)[-1]}")
+    index_url = storage.join(out, INDEX)
+    previous = json.loads(storage.read_text(index_url)) if storage.exists(index_url) else None
+    if previous and previous.get("bundle") == bundle:
+        get_run_logger().info("Melodies from %s already generated in %s; skipping", bundle, out)
+        generation = {**previous, "status": "up_to_date", "index": index_url}
+    else:
+        primers = primers_task(source, storage.join(data_root, "primers"))
+        generation = {"status": "generated", **generate_melodies(
+            bundle=bundle, output=out, primers=primers, num_outputs=DEMO_OUTPUTS, num_steps=DEMO_STEPS)}
     return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset,
-            "training": training}
+            "training": training, "generation": generation}

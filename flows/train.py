@@ -11,7 +11,7 @@ from flows.reporting import browser_url, loss_curve_png
 from transforms import storage
 
 
-def _hparams_for(config: str, preset: str, overrides: str | None):
+def resolve_hparams(config: str, preset: str, overrides: str | None):
     from models.hparams import debug_hparams, default_hparams
 
     base = debug_hparams(config) if preset == "debug" else default_hparams(config)
@@ -70,7 +70,7 @@ def train_melody_model(
     settings = TrainSettings(config=config, num_training_steps=num_training_steps, eval_every=eval_every,
                              checkpoint_every=checkpoint_every or eval_every, keep_checkpoints=keep_checkpoints,
                              seed=seed)
-    hp = _hparams_for(config, preset, hparams)
+    hp = resolve_hparams(config, preset, hparams)
     result = train_task(data_root, run_dir, settings, hp)
     rows = []
     for split, metrics in (("train", result["train_metrics"]), ("eval", result["eval_metrics"])):

@@ -78,13 +78,17 @@ def load_bundle(bundle_or_run_dir: str):
     return model, meta
 
 
-def finished_bundle(run_dir: str, num_training_steps: int, dataset_fingerprint: str) -> dict | None:
-    """Metadata of RUN_DIR's latest bundle if it already covers this many steps on this dataset."""
+def finished_bundle(run_dir: str, num_training_steps: int, dataset_fingerprint: str,
+                    hparams: dict | None = None) -> dict | None:
+    """Metadata of RUN_DIR's latest bundle if it already covers this many steps on this dataset
+    (and, when given, with these hparams)."""
     try:
         url = resolve_bundle(run_dir)
     except BundleError:
         return None
     meta = json.loads(storage.read_text(storage.join(url, METADATA)))
+    if hparams is not None and meta.get("hparams") != hparams:
+        return None
     if meta.get("step", 0) >= num_training_steps and meta.get("dataset", {}).get("fingerprint") == dataset_fingerprint:
         meta["url"] = url
         return meta

@@ -156,3 +156,8 @@ def test_pipeline_runs_every_stage_then_skips_them_all(prefect_harness, tmp_path
     assert second["ingest"]["status"] == "up_to_date" and second["dataset"]["status"] == "up_to_date"
     assert second["training"]["status"] == "up_to_date"
     assert second["training"]["bundle"] == first["training"]["bundle"]
+    generated = first["generation"]
+    assert generated["status"] == "generated" and generated["counts"]["ok"] >= 1
+    assert generated["counts"]["outputs"] == 4 * generated["counts"]["ok"]
+    assert second["generation"]["status"] == "up_to_date"
+    assert (tmp_path / "data" / "primers").is_dir()

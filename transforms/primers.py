@@ -92,3 +92,27 @@ def primer_from_events(events: list[int], qpm: float = DEFAULT_QPM) -> Primer:
     if not events or any(not isinstance(e, int) or e < -2 or e > 127 for e in events):
         raise PrimerError("a primer melody is a non-empty list of ints in -2..127 (-2 no event, -1 note off)")
     return Primer(melody=Melody(events), qpm=qpm, instrument=None, program=0)
+
+
+def excerpt_midi(data: bytes, bars: int = 2) -> bytes:
+    """The first ``bars`` bars (from the first note) of a MIDI file, as MIDI: a primer made from a tune."""
+    import io
+
+    import note_seq
+    from note_seq import midi_io, sequences_lib
+
+    try:
+        sequence = midi_io.midi_to_note_sequence(data)
+    except midi_io.MIDIConversionError as exc:
+        raise PrimerError(f"not a readable MIDI file: {exc}") from None
+    if not sequence.notes:
+        raise PrimerError("no notes to take a primer from")
+    qpm = sequence.tempos[0].qpm if sequence.tempos else DEFAULT_QPM
+    ts = sequence.time_signatures[0] if sequence.time_signatures else None
+    quarters_per_bar = (ts.numerator * 4.0 / ts.denominator) if ts else 4.0
+    start = min(n.start_time for n in sequence.notes)
+    end = start + bars * quarters_per_bar * 60.0 / qpm
+    excerpt = sequences_lib.extract_subsequence(sequence, start, end)
+    buf = io.BytesIO()
+    note_seq.note_sequence_to_pretty_midi(excerpt).write(buf)
+    return buf.getvalue()
