@@ -12,8 +12,8 @@ from apache_beam.metrics import Metrics
 from transforms import storage
 from transforms.melody_dataset import (PARTIAL_STATS, SPLITS, DatasetPlan, DatasetSettings,
                                        finalize_dataset, sequence_examples)
-from transforms.runners import RunnerConfig
-from transforms.sharded_writer import WriteJsonLines, WriteShardedTFRecords, shard_name
+from transforms.runners import RunnerConfig, finish
+from transforms.sharded_writer import WriteJsonLines, WriteShardedTFRecords, join_writes, shard_name
 from transforms.tfrecord import iter_records
 
 _EXAMPLES = "examples"
@@ -27,7 +27,11 @@ class ReadShardDoFn(beam.DoFn):
 
 
 class ExtractMelodyExamplesDoFn(beam.DoFn):
-    """One NoteSequence → encoded melody records (main output) and counters (``stats`` output)."""
+    """One NoteSequence → ``(_EXAMPLES, split, key, record)`` and ``(_STATS, payload)`` elements.
+
+    One output tagged in-band rather than Beam's multiple outputs: the Dask runner mishandles
+    ``TaggedOutput``.
+    """
 
     def __init__(self, settings: DatasetSettings):
         self._settings = settings
@@ -43,15 +47,14 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
             except Exception:  # noqa: BLE001
                 seq_id = "<unparseable>"
             Metrics.counter("dataset", "sequences_failed").inc()
-            yield beam.pvalue.TaggedOutput(_STATS, {"kind": "failure", "split": "train", "id": seq_id,
-                                                     "error": f"{type(exc).__name__}: {exc}",
-                                                     "traceback": traceback.format_exc(limit=5)})
-            yield beam.pvalue.TaggedOutput(_STATS, ("train", ({"sequences_read": 1, "sequences_failed": 1}, {})))
+            yield _STATS, {"kind": "failure", "split": "train", "id": seq_id,
+                           "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+            yield _STATS, ("train", ({"sequences_read": 1, "sequences_failed": 1}, {}))
             return
         Metrics.counter("dataset", "examples").inc(len(records))
         for key, record in records:
-            yield split, key, record
-        yield beam.pvalue.TaggedOutput(_STATS, (split, (dict(stats), dict(histogram))))
+            yield _EXAMPLES, (split, key, record)
+        yield _STATS, (split, (dict(stats), dict(histogram)))
 
 
 def _sum_stats(values):
@@ -74,19 +77,21 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
         | "ListInputShards" >> beam.Create(plan.input_shards)
         | "ReadNoteSequences" >> beam.ParDo(ReadShardDoFn())
         | "SpreadSequences" >> beam.Reshuffle()
-        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan.settings)).with_outputs(
-            _STATS, main=_EXAMPLES)
+        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan.settings))
     )
-    examples = outputs[_EXAMPLES]
+    examples = (outputs | "Examples" >> beam.Filter(lambda t: t[0] == _EXAMPLES)
+                | "ExampleTuples" >> beam.Map(lambda t: t[1]))
+    writes = []
     for split in SPLITS:
-        (
+        writes.append(
             examples
             | f"Only{split.title()}" >> beam.Filter(lambda e, s=split: e[0] == s)
             | f"KeyRecords{split.title()}" >> beam.Map(lambda e: (e[1], e[2]))
             | f"Write{split.title()}Shards" >> WriteShardedTFRecords(
                 plan.out_dir, plan.shard_prefix(split), plan.num_shards(split))
         )
-    stats = outputs[_STATS]
+    stats = (outputs | "Stats" >> beam.Filter(lambda t: t[0] == _STATS)
+             | "StatPayloads" >> beam.Map(lambda t: t[1]))
     failures = stats | "Failures" >> beam.Filter(lambda r: isinstance(r, dict))
     summed = (
         stats
@@ -94,11 +99,12 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
         | "SumPerSplit" >> beam.CombinePerKey(_sum_stats)
         | "PartialRecords" >> beam.FlatMap(_partial_records)
     )
-    (
+    writes.append(
         (summed, failures | "FailureOrder" >> beam.Map(lambda r: {**r, "order": f"z-{r['id']}"}))
         | "AllStats" >> beam.Flatten()
         | "WritePartialStats" >> WriteJsonLines(storage.join(plan.out_dir, PARTIAL_STATS), "order")
     )
+    join_writes(*writes)
 
 
 def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig) -> dict:
@@ -110,7 +116,7 @@ def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig) -> dict:
     storage.make_dirs(plan.out_dir)
     pipeline = beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options())
     build_dataset_pipeline(pipeline, plan)
-    pipeline.run().wait_until_finish()
+    finish(pipeline.run())
     shard_counts = {}
     for split in SPLITS:
         n = plan.num_shards(split)

@@ -12,8 +12,8 @@ from transforms import batches, storage
 from transforms.ingest_files import process_file, resolve_duplicates
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
-from transforms.runners import RunnerConfig
-from transforms.sharded_writer import WriteJsonLines, WriteShardedTFRecords, shard_name
+from transforms.runners import RunnerConfig, finish
+from transforms.sharded_writer import WriteJsonLines, WriteShardedTFRecords, join_writes, shard_name
 from transforms.tfrecord import iter_records
 
 _LOG = logging.getLogger(__name__)
@@ -60,18 +60,19 @@ def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan, wor
         | "GroupByContentHash" >> beam.GroupByKey()
         | "ResolveDuplicates" >> beam.FlatMapTuple(lambda _h, group: resolve_duplicates(group))
     )
-    (
+    shards = (
         outcomes
         | "SequencesOfConverted" >> beam.FlatMap(
             lambda o: zip(o.sequence_ids, o.sequences) if o.status is FileStatus.CONVERTED else ())
         | "WriteNoteSequenceShards" >> WriteShardedTFRecords(
             plan.batch_dir, batches.SHARD_PREFIX, plan.num_shards)
     )
-    (
+    manifest = (
         outcomes
         | "ManifestRecords" >> beam.Map(FileOutcome.manifest_record)
         | "WriteManifest" >> WriteJsonLines(storage.join(plan.batch_dir, batches.MANIFEST), "path")
     )
+    join_writes(shards, manifest)
 
 
 def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig) -> dict:
@@ -82,8 +83,7 @@ def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig) -> dict:
     storage.make_dirs(plan.batch_dir)
     pipeline = beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options())
     build_ingest_pipeline(pipeline, plan, runner.workers)
-    result = pipeline.run()
-    result.wait_until_finish()
+    finish(pipeline.run())
     shard_counts = {}
     for index in range(plan.num_shards):
         # Count what is really on storage: the marker vouches for these numbers.

@@ -88,3 +88,13 @@ class RunnerConfig:
         from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
         return DataflowRunner()
+
+
+def finish(result) -> None:
+    """Wait for a pipeline result; close the Dask client the Dask runner opened for it."""
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()

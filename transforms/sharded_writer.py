@@ -97,3 +97,13 @@ class WriteJsonLines(beam.PTransform):
             | "GroupAll" >> beam.GroupByKey()
             | "WriteFile" >> beam.MapTuple(write)
         )
+
+
+def join_writes(*written):
+    """Make every write branch an ancestor of one final step.
+
+    Beam's Dask runner computes only the last transform's bag and relies on it depending on the whole
+    graph; a pipeline with several sinks would silently skip all but one. Joining the sinks' outputs
+    (each ``(url, count)``) into a final step keeps every branch reachable on every runner.
+    """
+    return written | "AllWrites" >> beam.Flatten() | "WritesDone" >> beam.Map(lambda url_count: url_count)
