@@ -9,7 +9,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.cache_policies import NONE
 
 from flows.ingest import default_workers
-from flows.reporting import browser_url, dataset_charts_png
+from flows.reporting import browser_url, dataset_charts_png, progress_reporter
 from transforms import storage
 from transforms.melody_configs import get_config
 from transforms.melody_dataset import (INFO, MARKER, STATS, DatasetPlan, DatasetSettings, plan_dataset,
@@ -33,7 +33,9 @@ def build_task(plan: DatasetPlan, runner: RunnerConfig) -> dict:
 
     logger = get_run_logger()
     logger.info("Running the Beam dataset job on %s runner with %d worker(s)", runner.runner, runner.workers)
-    result = run_dataset_pipeline(plan, runner)
+    result = run_dataset_pipeline(plan, runner, on_progress=progress_reporter(
+        logger, f"dataset-progress-{plan.settings.config.name.replace('_', '-')}",
+        f"Extracting melodies for {plan.settings.config.name}", "NoteSequences"))
     logger.info("Dataset complete: %s", result["info"]["counts"])
     return result
 

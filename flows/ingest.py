@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from flows.reporting import progress_reporter
 from transforms import storage
 from transforms.batches import IngestPlan, plan_ingest
 from transforms.ingest_files import IngestSettings
@@ -44,7 +45,8 @@ def convert_batch(plan: IngestPlan, runner: RunnerConfig) -> dict:
     logger = get_run_logger()
     logger.info("Running the Beam ingestion job on %s runner with %d worker(s), %d shard(s) → %s",
                 runner.runner, runner.workers, plan.num_shards, plan.batch_dir)
-    report = run_ingest_pipeline(plan, runner)
+    report = run_ingest_pipeline(plan, runner, on_progress=progress_reporter(
+        logger, "ingest-progress", f"Converting files of {plan.batch_id}", "files"))
     logger.info("Batch %s complete: %s", plan.batch_id, _counts_line(report["counts"]))
     return report
 

@@ -66,3 +66,16 @@ def loss_curve_png(history: list[dict], title: str) -> bytes:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def progress_reporter(logger, key: str, what: str, unit: str):
+    """A Beam-job progress callback: a Prefect progress artifact plus a log line per change."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    artifact_id = create_progress_artifact(progress=0.0, key=key, description=what)
+
+    def report(done: int, total: int) -> None:
+        update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))
+        logger.info("%s: %d/%d %s", what, done, total, unit)
+
+    return report

@@ -54,3 +54,15 @@ def test_failing_io_is_retried_then_names_the_url():
     with pytest.raises(storage.StorageError, match="gs://b/k.mid failed after 2 attempts"):
         storage.retrying("reading", "gs://b/k.mid", flaky, retries=1)
     assert len(calls) == 2
+
+
+def test_progress_watcher_sums_worker_reports(tmp_path):
+    from transforms.progress import ProgressWatcher, report
+
+    seen = []
+    with ProgressWatcher(str(tmp_path / "_progress"), 10, lambda d, t: seen.append((d, t)), every_s=0.05):
+        report(str(tmp_path / "_progress"), 4)
+        report(str(tmp_path / "_progress"), 0)
+        report(str(tmp_path / "_progress"), 6)
+    assert seen[-1] == (10, 10)
+    assert not (tmp_path / "_progress").exists()

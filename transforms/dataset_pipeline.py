@@ -9,7 +9,7 @@ from collections import Counter
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import storage
+from transforms import progress, storage
 from transforms.melody_dataset import (PARTIAL_STATS, SPLITS, DatasetPlan, DatasetSettings,
                                        finalize_dataset, sequence_examples)
 from transforms.runners import RunnerConfig, finish
@@ -33,10 +33,22 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
     ``TaggedOutput``.
     """
 
-    def __init__(self, settings: DatasetSettings):
+    def __init__(self, settings: DatasetSettings, progress_dir: str):
         self._settings = settings
+        self._progress_dir = progress_dir
+        self._done = 0
+
+    def start_bundle(self):
+        self._done = 0
+
+    def finish_bundle(self):
+        progress.report(self._progress_dir, self._done)
 
     def process(self, serialized: bytes):
+        self._done += 1
+        if self._done == 256:  # bundles can be the whole input on a local runner: report as we go
+            progress.report(self._progress_dir, self._done)
+            self._done = 0
         try:
             split, records, stats, histogram = sequence_examples(serialized, self._settings)
         except Exception as exc:  # noqa: BLE001 - one bad sequence must not stop the build
@@ -77,7 +89,8 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
         | "ListInputShards" >> beam.Create(plan.input_shards)
         | "ReadNoteSequences" >> beam.ParDo(ReadShardDoFn())
         | "SpreadSequences" >> beam.Reshuffle()
-        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan.settings))
+        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(
+            plan.settings, storage.join(plan.out_dir, progress.PROGRESS_DIR)))
     )
     examples = (outputs | "Examples" >> beam.Filter(lambda t: t[0] == _EXAMPLES)
                 | "ExampleTuples" >> beam.Map(lambda t: t[1]))
@@ -107,8 +120,11 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
     join_writes(*writes)
 
 
-def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig) -> dict:
-    """Build the dataset for ``plan`` (replacing an older one) and publish it."""
+def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=lambda done, total: None) -> dict:
+    """Build the dataset for ``plan`` (replacing an older one) and publish it.
+
+    ``on_progress(sequences_done, sequences_total)`` is called from a watcher thread while the job runs.
+    """
     started = time.monotonic()
     # Replace an older dataset (or a killed build): unpublish it first, so no reader sees a mix.
     storage.remove_tree(storage.join(plan.out_dir, "COMPLETED"))
@@ -116,7 +132,9 @@ def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig) -> dict:
     storage.make_dirs(plan.out_dir)
     pipeline = beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options())
     build_dataset_pipeline(pipeline, plan)
-    finish(pipeline.run())
+    with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
+                                  on_progress):
+        finish(pipeline.run())
     shard_counts = {}
     for split in SPLITS:
         n = plan.num_shards(split)

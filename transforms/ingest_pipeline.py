@@ -8,7 +8,7 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import batches, storage
+from transforms import batches, progress, storage
 from transforms.ingest_files import process_file, resolve_duplicates
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
@@ -23,6 +23,7 @@ class ConvertFilesDoFn(beam.DoFn):
     """Reads and converts a chunk of files; the parser runs in an isolated child per worker."""
 
     def __init__(self, plan: batches.IngestPlan):
+        self._progress_dir = storage.join(plan.batch_dir, progress.PROGRESS_DIR)
         self._source = plan.source
         self._settings = plan.settings
         self._known = plan.known_hashes
@@ -43,6 +44,7 @@ class ConvertFilesDoFn(beam.DoFn):
             if outcome.reason:
                 Metrics.counter("ingest", f"failed_{outcome.reason}").inc()
             yield outcome
+        progress.report(self._progress_dir, len(chunk))
 
 
 def _chunks(files: tuple[FileEntry, ...], workers: int) -> list[list[FileEntry]]:
@@ -75,15 +77,21 @@ def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan, wor
     join_writes(shards, manifest)
 
 
-def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig) -> dict:
-    """Run the Beam job for ``plan`` and publish the batch; returns the batch report."""
+def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig,
+                        on_progress=lambda done, total: None) -> dict:
+    """Run the Beam job for ``plan`` and publish the batch; returns the batch report.
+
+    ``on_progress(files_done, files_total)`` is called from a watcher thread while the job runs.
+    """
     started = time.monotonic()
     batches.remove_stale_batches(plan)
     storage.remove_tree(plan.batch_dir)  # a killed run of this very batch left partial files
     storage.make_dirs(plan.batch_dir)
     pipeline = beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options())
     build_ingest_pipeline(pipeline, plan, runner.workers)
-    finish(pipeline.run())
+    with progress.ProgressWatcher(storage.join(plan.batch_dir, progress.PROGRESS_DIR), len(plan.files),
+                                  on_progress):
+        finish(pipeline.run())
     shard_counts = {}
     for index in range(plan.num_shards):
         # Count what is really on storage: the marker vouches for these numbers.
