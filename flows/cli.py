@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Melody RNN configuration for the dataset and training stages (default: basic_rnn)")
     run.add_argument("--num-training-steps", type=int, default=300, metavar="N",
                      help="training steps of the small demo model (2x64 LSTM, batch 32; default: 300)")
+    run.add_argument("--primers", default=None, metavar="GLOB_OR_URL",
+                     help="primer MIDI files for the generation stage (default: two-bar excerpts of the "
+                          "corpus' first four MIDI files)")
     _add_json_arg(run)
 
     ingest = sub.add_parser(
@@ -337,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             from flows.pipeline import melody_pipeline
 
             result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
-                                     config=args.config, num_training_steps=args.num_training_steps)
+                                     config=args.config, num_training_steps=args.num_training_steps,
+                                     primers=args.primers)
             _emit(args, result, _print_pipeline)
             return 0
     except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError,

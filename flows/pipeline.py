@@ -61,11 +61,13 @@ def demo_corpus_task(directory: str) -> str:
 @flow(name="melody-pipeline")
 def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROOT,
                     workers: int | None = None, config: str = "basic_rnn",
-                    num_training_steps: int = DEFAULT_TRAINING_STEPS, hparams: str = DEFAULT_HPARAMS) -> dict:
+                    num_training_steps: int = DEFAULT_TRAINING_STEPS, hparams: str = DEFAULT_HPARAMS,
+                    primers: str | None = None) -> dict:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     Each stage skips work whose outputs are already complete for the same inputs and settings. The
     model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
+    ``primers`` (glob, directory or file) replaces the default primers cut from the corpus.
     """
     from models.bundle import finished_bundle
     from transforms import storage
@@ -95,12 +97,14 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     out = storage.join(data_root, "generated", f"{run_name}-{bundle.rstrip('/').rsplit('/', 1)[-1]}")
     index_url = storage.join(out, INDEX)
     previous = json.loads(storage.read_text(index_url)) if storage.exists(index_url) else None
-    if previous and previous.get("bundle") == bundle:
+    primer_spec = primers or storage.join(data_root, "primers")
+    if previous and previous.get("bundle") == bundle and previous.get("primers_spec") == primer_spec:
         get_run_logger().info("Melodies from %s already generated in %s; skipping", bundle, out)
         generation = {**previous, "status": "up_to_date", "index": index_url}
     else:
-        primers = primers_task(source, storage.join(data_root, "primers"))
+        if primers is None:
+            primers_task(source, primer_spec)
         generation = {"status": "generated", **generate_melodies(
-            bundle=bundle, output=out, primers=primers, num_outputs=DEMO_OUTPUTS, num_steps=DEMO_STEPS)}
+            bundle=bundle, output=out, primers=primer_spec, num_outputs=DEMO_OUTPUTS, num_steps=DEMO_STEPS)}
     return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset,
             "training": training, "generation": generation}
