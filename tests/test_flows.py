@@ -33,6 +33,7 @@ def test_ingest_flow_publishes_counts_and_locations(prefect_harness, small_corpu
     assert rows["found"] == 9 and rows["duplicates"] == 1 and rows["converted"] == 8
     markdown = artifacts["ingest-summary"].data
     assert summary["batch_id"] in markdown and "dead_letters" in markdown
+    assert artifacts["ingest-progress"].data == 100.0  # live progress reached the UI
 
     again = ingest_corpus(source=str(small_corpus), data_root=str(tmp_path / "data"), workers=1)
     assert again["status"] == "up_to_date" and again["counts"]["already_ingested"] == 9
