@@ -187,3 +187,43 @@ def melodic_midi(seed: int) -> bytes:
     buf = io.BytesIO()
     midi.write(buf)
     return buf.getvalue()
+
+
+def _raw_midi(fmt: int, tpq: int, tracks: list[bytes]) -> bytes:
+    out = b"MThd" + struct.pack(">IHHH", 6, fmt, len(tracks), tpq)
+    for body in tracks:
+        out += b"MTrk" + struct.pack(">I", len(body)) + body
+    return out
+
+
+def format2_file() -> bytes:
+    """A format-2 file (independent patterns), rare and often mishandled."""
+    body = b"\x00\x90\x3c\x40\x60\x80\x3c\x00\x00\xff\x2f\x00"
+    return _raw_midi(2, 96, [body, body])
+
+
+def running_status_abuse() -> bytes:
+    """Data bytes with no status byte at all, then running status across a meta event."""
+    body = b"\x00\x3c\x40" + b"\x00\x90\x3c\x40\x10\xff\x01\x01a\x10\x3c\x00\x00\xff\x2f\x00"
+    return _raw_midi(0, 96, [body])
+
+
+def zero_and_max_tempo() -> bytes:
+    """set_tempo 0 µs/quarter (infinite speed), then the largest tempo, with notes around them."""
+    body = (b"\x00\xff\x51\x03\x00\x00\x00" + b"\x00\x90\x3c\x40\x60\x80\x3c\x00"
+            + b"\x00\xff\x51\x03\xff\xff\xff" + b"\x00\x90\x3e\x40\x60\x80\x3e\x00\x00\xff\x2f\x00")
+    return _raw_midi(0, 96, [body])
+
+
+def negative_and_zero_length_notes() -> bytes:
+    """A note-off before its note-on and a note that ends where it starts."""
+    body = (b"\x00\x80\x3c\x00" + b"\x00\x90\x3e\x40\x00\x80\x3e\x00" + b"\x10\x90\x40\x40\x20\x80\x40\x00"
+            + b"\x00\xff\x2f\x00")
+    return _raw_midi(0, 96, [body])
+
+
+def huge_file(tracks: int = 16, notes: int = 100_000) -> bytes:
+    """``tracks`` × ``notes`` notes: stresses time and memory limits."""
+    note = b"\x00\x90\x3c\x40\x01\x80\x3c\x00"
+    body = note * notes + b"\x00\xff\x2f\x00"
+    return _raw_midi(1, 480, [body] * tracks)

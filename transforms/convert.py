@@ -62,6 +62,11 @@ class ConvertedFile:
     tune_errors: tuple[str, ...] = ()
 
 
+def preload_readers() -> None:
+    """Import note-seq's readers (seconds) so that per-file time limits measure parsing only."""
+    from note_seq import abc_parser, midi_io, musicxml_reader  # noqa: F401
+
+
 def _midi_to_sequences(data: bytes):
     from note_seq import midi_io
 

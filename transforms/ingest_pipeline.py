@@ -9,6 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import batches, progress, storage
+from transforms.convert import preload_readers
 from transforms.ingest_files import process_file, resolve_duplicates
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
@@ -30,7 +31,7 @@ class ConvertFilesDoFn(beam.DoFn):
         self._worker: IsolatedWorker | None = None
 
     def setup(self):
-        self._worker = IsolatedWorker(self._settings.limits)
+        self._worker = IsolatedWorker(self._settings.limits, prepare=preload_readers)
 
     def teardown(self):
         if self._worker is not None:

@@ -95,8 +95,11 @@ class IsolatedWorker:
     notebooks and Beam's worker harness.  It starts lazily and restarts after a timeout or crash.
     """
 
-    def __init__(self, limits: Limits = Limits()):
+    def __init__(self, limits: Limits = Limits(), prepare: Callable[[], Any] | None = None):
+        """``prepare`` runs in every new child before its first call, outside the time limit (e.g.
+        importing the parsers, which can take longer than a small per-file limit)."""
         self._limits = limits
+        self._prepare = prepare
         self._proc: subprocess.Popen | None = None
         self._inbox: Connection | None = None  # replies from the child
         self._outbox: Connection | None = None  # requests to the child
@@ -116,6 +119,11 @@ class IsolatedWorker:
             os.close(from_child_w)
         self._outbox = Connection(to_child_w, readable=False)
         self._inbox = Connection(from_child_r, writable=False)
+        if self._prepare is not None:
+            self._outbox.send((self._prepare, (), {}))
+            if not self._inbox.poll(300) or self._inbox.recv()[0] != "ok":
+                self._kill()
+                raise WorkerCrashed("the parser process failed to start")
 
     def _kill(self) -> None:
         if self._proc is not None:
