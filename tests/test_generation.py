@@ -99,6 +99,7 @@ def test_flow_generates_for_good_primers_and_reports_bad_ones(prefect_harness, b
 
     again = generate_melodies(bundle=bundle, output=str(tmp_path / "again"), primers=str(primers / "single.mid"),
                               num_outputs=3, num_steps=48, seed=7)
+    assert again["counts"] == {"primers": 1, "ok": 1, "failed": 0, "outputs": 3}
     first = by_source["single.mid"]["outputs"][0]["midi"]
     assert (tmp_path / "again" / first).read_bytes() == (out / first).read_bytes()
 
