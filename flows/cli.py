@@ -9,6 +9,10 @@ import os
 import sys
 import warnings
 
+from transforms.melody_configs import CONFIGS  # light: note-seq is imported only when encoding
+
+CONFIG_NAMES = tuple(CONFIGS)
+
 EPILOG = """\
 Paths may be local directories or fsspec URLs (gs://bucket/prefix, s3://bucket/prefix).
 Runs use Prefect's ephemeral API unless PREFECT_API_URL points at a server; set
@@ -56,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="parallel worker processes (default: the number of CPUs)")
     run.add_argument("--config", default="basic_rnn",
-                     choices=("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn"),
+                     choices=CONFIG_NAMES,
                      help="Melody RNN configuration for the dataset and training stages (default: basic_rnn)")
     run.add_argument("--num-training-steps", type=int, default=300, metavar="N",
                      help="training steps of the small demo model (2x64 LSTM, batch 32; default: 300)")
@@ -94,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     dataset.add_argument("data_root", help="the DATA_ROOT given to `melodyflow ingest`")
     dataset.add_argument("--config", default="basic_rnn",
-                         choices=("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn"),
+                         choices=CONFIG_NAMES,
                          help="Melody RNN configuration whose encoding to write (default: basic_rnn)")
     dataset.add_argument("--eval-ratio", type=float, default=0.1, metavar="R",
                          help="fraction of NoteSequences (by id hash) in the eval split (default: 0.1)")
@@ -122,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data_root", help="the DATA_ROOT holding melodies/<config>/")
     train.add_argument("run_dir", help="where checkpoints, summaries and bundles go")
     train.add_argument("--config", default="basic_rnn",
-                       choices=("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn"),
+                       choices=CONFIG_NAMES,
                        help="Melody RNN configuration (default: basic_rnn)")
     train.add_argument("--hparams", default=None, metavar="SPEC",
                        help="hyperparameter overrides as JSON ('{\"rnn_layer_sizes\":[64]}') or Magenta's "
@@ -243,6 +247,15 @@ def _print_generation(index: dict) -> None:
     print(f"  index  {index['index']}")
 
 
+def _runner_options(args: argparse.Namespace) -> dict[str, str]:
+    """Parse ``--runner-option`` and validate the runner settings before any flow run is created."""
+    from transforms.runners import RunnerConfig, parse_runner_options
+
+    options = parse_runner_options(args.runner_option)
+    RunnerConfig(runner=args.runner, workers=args.workers or 1, options=options)
+    return options
+
+
 def _emit(args: argparse.Namespace, result: dict, printer) -> None:
     if args.json:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
@@ -256,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_third_party_noise()
     from models.bundle import BundleError
     from transforms.melody_dataset import IncompleteDatasetError, NoInputError
-    from transforms.runners import RunnerConfigError, parse_runner_options
+    from transforms.runners import RunnerConfigError
 
     try:
         if args.command == "demo-corpus":
@@ -269,15 +282,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "ingest":
             from flows.ingest import ingest_corpus
-            from transforms.runners import RunnerConfig
-
-            # Validate runner settings before any flow run is created.
-            RunnerConfig(runner=args.runner, workers=args.workers or 1,
-                         options=parse_runner_options(args.runner_option))
 
             result = ingest_corpus(
                 source=args.source, data_root=args.data_root, workers=args.workers, runner=args.runner,
-                runner_options=parse_runner_options(args.runner_option), collection=args.collection,
+                runner_options=_runner_options(args), collection=args.collection,
                 max_file_mb=args.max_file_mb, file_timeout_s=args.file_timeout,
                 memory_limit_mb=args.memory_limit_mb)
             _emit(args, result, _print_counts)
@@ -285,17 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dataset":
             from flows.dataset import build_melody_dataset
             from transforms.melody_extraction import parse_transpose_range
-            from transforms.runners import RunnerConfig
 
             parse_transpose_range(args.transpose_range)
-            RunnerConfig(runner=args.runner, workers=args.workers or 1,
-                         options=parse_runner_options(args.runner_option))
+            runner_options = _runner_options(args)
             result = build_melody_dataset(
                 data_root=args.data_root, config=args.config, eval_ratio=args.eval_ratio,
                 transpose_range=args.transpose_range, format=args.format,
                 keep_polyphonic_tracks=args.keep_polyphonic_tracks, workers=args.workers,
-                runner=args.runner, runner_options=parse_runner_options(args.runner_option),
-                force=args.force)
+                runner=args.runner, runner_options=runner_options, force=args.force)
             _emit(args, result, _print_dataset)
             return 0
         if args.command == "train":

@@ -9,7 +9,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.cache_policies import NONE
 
 from flows.ingest import default_workers
-from flows.reporting import browser_url, dataset_charts_png, progress_reporter
+from flows.reporting import artifact_key, browser_url, dataset_charts_png, progress_reporter
 from transforms import storage
 from transforms.melody_configs import get_config
 from transforms.melody_dataset import (INFO, MARKER, STATS, DatasetPlan, DatasetSettings, plan_dataset,
@@ -34,7 +34,7 @@ def build_task(plan: DatasetPlan, runner: RunnerConfig) -> dict:
     logger = get_run_logger()
     logger.info("Running the Beam dataset job on %s runner with %d worker(s)", runner.runner, runner.workers)
     result = run_dataset_pipeline(plan, runner, on_progress=progress_reporter(
-        logger, f"dataset-progress-{plan.settings.config.name.replace('_', '-')}",
+        logger, artifact_key("dataset-progress", plan.settings.config.name),
         f"Extracting melodies for {plan.settings.config.name}", "NoteSequences"))
     logger.info("Dataset complete: %s", result["info"]["counts"])
     return result
@@ -45,14 +45,14 @@ def _publish(summary: dict) -> None:
     names = sorted(set(stats["per_split"]["train"]) | set(stats["per_split"]["eval"]))
     rows = [{"counter": n, "train": stats["per_split"]["train"].get(n, 0),
              "eval": stats["per_split"]["eval"].get(n, 0)} for n in names]
-    create_table_artifact(key=f"dataset-counters-{info['config'].replace('_', '-')}", table=rows,
+    create_table_artifact(key=artifact_key("dataset-counters", info["config"]), table=rows,
                           description=f"Melody dataset counters per split ({info['config']})")
     chart_url = storage.join(summary["out_dir"], "charts.png")
     storage.write_bytes(chart_url, dataset_charts_png(stats, f"{info['config']} — {summary['data_root']}"))
-    create_image_artifact(image_url=browser_url(chart_url), key=f"dataset-charts-{info['config'].replace('_', '-')}",
+    create_image_artifact(image_url=browser_url(chart_url), key=artifact_key("dataset-charts", info["config"]),
                           description="Melody-length histogram and pitch distribution")
     create_markdown_artifact(
-        key=f"dataset-summary-{info['config'].replace('_', '-')}",
+        key=artifact_key("dataset-summary", info["config"]),
         markdown="\n".join([
             f"# Melody dataset `{info['config']}` ({summary['status'].replace('_', ' ')})", "",
             f"- **Location:** `{summary['out_dir']}`",

@@ -7,6 +7,11 @@ import os
 from pathlib import Path
 
 
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "-".join(parts).replace("_", "-").lower()
+
+
 def browser_url(url: str) -> str:
     """A link a person can open: console URLs for buckets, ``file://`` for local paths."""
     if url.startswith("gs://"):

@@ -7,7 +7,7 @@ from prefect.artifacts import (create_image_artifact, create_markdown_artifact, 
                                create_table_artifact, update_progress_artifact)
 from prefect.cache_policies import NONE
 
-from flows.reporting import browser_url, loss_curve_png
+from flows.reporting import artifact_key, browser_url, loss_curve_png
 from transforms import storage
 
 
@@ -23,7 +23,7 @@ def train_task(data_root: str, run_dir: str, settings, hparams) -> dict:
     from models.train import train  # TensorFlow import only in the task that needs it
 
     logger = get_run_logger()
-    progress_id = create_progress_artifact(progress=0.0, key=f"training-progress-{settings.config.replace('_', '-')}",
+    progress_id = create_progress_artifact(progress=0.0, key=artifact_key("training-progress", settings.config),
                                            description=f"Training steps done of {settings.num_training_steps}")
 
     def on_progress(event: dict) -> None:
@@ -76,14 +76,14 @@ def train_melody_model(
     for split, metrics in (("train", result["train_metrics"]), ("eval", result["eval_metrics"])):
         if metrics:
             rows.append({"split": split, **{k: round(v, 4) for k, v in metrics.items()}})
-    create_table_artifact(key=f"training-metrics-{config.replace('_', '-')}", table=rows,
+    create_table_artifact(key=artifact_key("training-metrics", config), table=rows,
                           description=f"Latest metrics at step {result['step']}")
     curve_url = storage.join(run_dir, "loss_curve.png")
     storage.write_bytes(curve_url, loss_curve_png(result["history"], f"{config} — {run_dir}"))
-    create_image_artifact(image_url=browser_url(curve_url), key=f"loss-curve-{config.replace('_', '-')}",
+    create_image_artifact(image_url=browser_url(curve_url), key=artifact_key("loss-curve", config),
                           description="Train and eval loss")
     create_markdown_artifact(
-        key=f"training-summary-{config.replace('_', '-')}",
+        key=artifact_key("training-summary", config),
         markdown="\n".join([
             f"# Training `{config}`", "",
             f"- **Steps:** {result['start_step']} → {result['step']}",

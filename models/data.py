@@ -17,8 +17,7 @@ BUCKET_BOUNDARIES = (64, 128, 192, 256, 384)
 
 
 def cache_root() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "melodyflow", "staged")
+    return storage.cache_dir("staged")
 
 
 def stage_locally(url: str) -> str:

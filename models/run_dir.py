@@ -19,9 +19,7 @@ class RunDir:
         self.url = url.rstrip("/") if "://" in url else url
         self.remote = storage.protocol_of(url) != "file"
         if self.remote:
-            base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-            digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-            self.local = os.path.join(base, "melodyflow", "runs", digest)
+            self.local = storage.cache_dir("runs", hashlib.sha256(self.url.encode()).hexdigest()[:16])
         else:
             self.local = os.path.abspath(url)
         os.makedirs(self.local, exist_ok=True)

@@ -13,7 +13,7 @@ from transforms import progress, storage
 from transforms.melody_dataset import (PARTIAL_STATS, SPLITS, DatasetPlan, DatasetSettings,
                                        finalize_dataset, sequence_examples)
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import WriteJsonLines, WriteShardedTFRecords, join_writes, shard_name
+from transforms.sharded_writer import WriteJsonLines, WriteShardedTFRecords, count_shard_records, join_writes
 from transforms.tfrecord import iter_records
 
 _EXAMPLES = "examples"
@@ -135,11 +135,6 @@ def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=la
     with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
                                   on_progress):
         finish(pipeline.run())
-    shard_counts = {}
-    for split in SPLITS:
-        n = plan.num_shards(split)
-        shard_counts[split] = {}
-        for index in range(n):
-            url = storage.join(plan.out_dir, shard_name(plan.shard_prefix(split), index, n))
-            shard_counts[split][url] = sum(1 for _ in iter_records(storage.read_bytes(url), source=url))
+    shard_counts = {split: count_shard_records(plan.out_dir, plan.shard_prefix(split), plan.num_shards(split))
+                    for split in SPLITS}
     return finalize_dataset(plan, shard_counts, time.monotonic() - started)

@@ -43,8 +43,9 @@ def music21_corpus_dir() -> str:
 
 
 def default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "melodyflow", f"demo-corpus-v{DEMO_CORPUS_VERSION}")
+    from transforms.storage import cache_dir
+
+    return cache_dir(f"demo-corpus-v{DEMO_CORPUS_VERSION}")
 
 
 def _read_text(path: str) -> str:

@@ -14,8 +14,8 @@ from transforms.ingest_files import process_file, resolve_duplicates
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import WriteJsonLines, WriteShardedTFRecords, join_writes, shard_name
-from transforms.tfrecord import iter_records
+from transforms.sharded_writer import (WriteJsonLines, WriteShardedTFRecords, count_shard_records,
+                                       join_writes)
 
 _LOG = logging.getLogger(__name__)
 
@@ -93,9 +93,5 @@ def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig,
     with progress.ProgressWatcher(storage.join(plan.batch_dir, progress.PROGRESS_DIR), len(plan.files),
                                   on_progress):
         finish(pipeline.run())
-    shard_counts = {}
-    for index in range(plan.num_shards):
-        # Count what is really on storage: the marker vouches for these numbers.
-        url = storage.join(plan.batch_dir, shard_name(batches.SHARD_PREFIX, index, plan.num_shards))
-        shard_counts[url] = sum(1 for _ in iter_records(storage.read_bytes(url), source=url))
+    shard_counts = count_shard_records(plan.batch_dir, batches.SHARD_PREFIX, plan.num_shards)
     return batches.finalize_batch(plan, shard_counts, time.monotonic() - started)

@@ -29,6 +29,12 @@ class StorageError(RuntimeError):
     """An object-storage operation failed after retries; the message names the URL."""
 
 
+def cache_dir(*parts: str) -> str:
+    """A local directory under the user's cache (``$XDG_CACHE_HOME/melodyflow`` or ``~/.cache/melodyflow``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "melodyflow", *parts)
+
+
 def protocol_of(url: str) -> str:
     """``'file'`` for plain paths, otherwise the URL scheme (``gs``, ``s3``, ``memory`` ...)."""
     if "://" not in url:
