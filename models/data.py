@@ -74,11 +74,13 @@ def parse_fn(fmt: str, input_size: int):
 
 
 def make_dataset(paths: list[str], *, fmt: str, input_size: int, batch_size: int, training: bool,
-                 seed: int = 0) -> tf.data.Dataset:
+                 seed: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
     """Batches of ``(inputs [B,T,D] float32, labels [B,T] int64, lengths [B] int32)``, zero-padded.
 
     Training: shuffled, repeated, bucketed by length so little compute goes to padding.
     Evaluation: one pass in file order, the last batch may be smaller than ``batch_size``.
+    ``skip_batches`` replays the training stream past batches a resumed run already trained on, so a
+    run killed and resumed at step k sees the same batches as one that never stopped.
     """
     ds = tf.data.TFRecordDataset(sorted(paths))
     ds = ds.map(parse_fn(fmt, input_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -91,6 +93,8 @@ def make_dataset(paths: list[str], *, fmt: str, input_size: int, batch_size: int
             bucket_boundaries=list(BUCKET_BOUNDARIES),
             bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
             padded_shapes=padded_shapes, drop_remainder=False)
+        if skip_batches:
+            ds = ds.skip(skip_batches)
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes)
     return ds.prefetch(tf.data.AUTOTUNE)

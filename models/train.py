@@ -108,15 +108,18 @@ def train(data_root: str, run_dir: str, settings: TrainSettings, hparams: HParam
     strategy = choose_strategy()
     replicas = strategy.num_replicas_in_sync
     global_batch = hparams.batch_size * replicas
-    train_ds = make_dataset(local["train"], fmt=info["format"], input_size=info["input_size"],
-                            batch_size=global_batch, training=True, seed=settings.seed)
     with strategy.scope():
         model = build_model(info["input_size"], info["num_classes"], hparams)
         optimizer = tf.keras.optimizers.Adam(learning_rate=hparams.learning_rate)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         lr_var = tf.Variable(hparams.learning_rate, dtype=tf.float32, trainable=False, name="learning_rate")
         optimizer.build(model.trainable_variables)
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, learning_rate=lr_var)
+    # Dropout's random-stream state is checkpointed too: a resumed run then draws the same masks as one
+    # that never stopped, which (with the replayed batches) makes kill-and-resume reproducible.
+    rng_states = {layer.name: layer.seed_generator.state for layer in model.layers
+                  if getattr(layer, "seed_generator", None) is not None}
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, learning_rate=lr_var,
+                               rng=rng_states)
     if settings.resume:
         rd.pull(CHECKPOINTS)
     elif os.path.isdir(rd.local_path(CHECKPOINTS)) and os.listdir(rd.local_path(CHECKPOINTS)) or (
@@ -128,6 +131,8 @@ def train(data_root: str, run_dir: str, settings: TrainSettings, hparams: HParam
         progress({"event": "resumed", "step": int(step_var.numpy()), "checkpoint": manager.latest_checkpoint})
     optimizer.learning_rate.assign(lr_var)
     start_step = int(step_var.numpy())
+    train_ds = make_dataset(local["train"], fmt=info["format"], input_size=info["input_size"],
+                            batch_size=global_batch, training=True, seed=settings.seed, skip_batches=start_step)
 
     def save_checkpoint():
         path = manager.save(checkpoint_number=int(step_var.numpy()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -102,21 +103,52 @@ def test_resume_continues_at_the_saved_step_with_optimizer_state(data_root, tmp_
         train(data_root, run, _settings("basic_rnn", 40, resume=False), debug_hparams("basic_rnn"))
 
 
-def test_killed_training_resumes_from_its_last_checkpoint(data_root, tmp_path):
+def _weights(bundle: str) -> dict:
+    import h5py
+
+    out = {}
+    with h5py.File(os.path.join(bundle, "model.weights.h5")) as f:
+        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_root, tmp_path_factory):
+    """The reference: 60 steps with dropout on (its random stream must survive a restart too)."""
+    hp = dataclasses.replace(debug_hparams("basic_rnn"), dropout_keep_prob=0.5)
+    result = train(data_root, str(tmp_path_factory.mktemp("ref") / "run"), _settings("basic_rnn", 60), hp)
+    return hp, result
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_result(data_root, tmp_path, uninterrupted, seed):
+    import random
+
+    hp, reference = uninterrupted
+    rng = random.Random(seed)
+    wait_for = rng.choice([10, 20, 30, 40])
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "flows.cli", "train", data_root, str(run), "--preset", "debug",
-           "--num-training-steps", "100000", "--eval-every", "10"]
+           "--hparams", '{"dropout_keep_prob": 0.5}', "--num-training-steps", "100000", "--eval-every", "10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (run / "checkpoints" / "ckpt-20.index").exists():
-        time.sleep(0.2)
+    while time.monotonic() < deadline and not (run / "checkpoints" / f"ckpt-{wait_for}.index").exists():
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 0.5))  # somewhere between two checkpoints
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (run / "checkpoints" / "ckpt-20.index").exists(), "training never reached step 20"
+    assert (run / "checkpoints" / f"ckpt-{wait_for}.index").exists(), f"training never reached step {wait_for}"
     with pytest.raises(BundleError):
         resolve_bundle(str(run))  # the killed run exported nothing
-    result = train(data_root, str(run), _settings("basic_rnn", 45), debug_hparams("basic_rnn"))
-    assert result.start_step >= 20 and result.step == 45
+
+    result = train(data_root, str(run), _settings("basic_rnn", 60), hp)
+    assert result.start_step >= wait_for and result.step == reference.step == 60
+    # Same batches, same dropout masks, same optimizer state: on CPU the weights come out equal.
+    ours, theirs = _weights(result.bundle), _weights(reference.bundle)
+    assert ours.keys() == theirs.keys() and ours
+    for name in ours:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=0, atol=1e-6, err_msg=name)
+    assert result.train_metrics == pytest.approx(reference.train_metrics, abs=1e-6)
 
 
 def test_forced_nan_triggers_the_guard_then_gives_up_after_k_tries(data_root, tmp_path):
