@@ -1,0 +1,39 @@
+"""The data-plane jobs the crash tests kill: ``python crash_jobs.py ingest SOURCE DATA_ROOT`` or
+``python crash_jobs.py dataset DATA_ROOT``.
+
+They call the same functions the Prefect flows call, without Prefect's API start-up, so a test can
+afford several random kill points per job.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def ingest(source: str, data_root: str) -> None:
+    from transforms.batches import plan_ingest
+    from transforms.ingest_files import IngestSettings
+    from transforms.ingest_pipeline import run_ingest_pipeline
+    from transforms.runners import RunnerConfig
+
+    plan = plan_ingest(source, data_root, IngestSettings(collection="corpus", files_per_shard=40))
+    if not plan.is_empty:
+        run_ingest_pipeline(plan, RunnerConfig(workers=1))
+
+
+def dataset(data_root: str) -> None:
+    from transforms.dataset_pipeline import run_dataset_pipeline
+    from transforms.melody_configs import get_config
+    from transforms.melody_dataset import DatasetSettings, plan_dataset
+    from transforms.runners import RunnerConfig
+
+    settings = DatasetSettings(config=get_config("basic_rnn"), examples_per_shard=40)
+    run_dataset_pipeline(plan_dataset(data_root, settings), RunnerConfig(workers=1))
+
+
+if __name__ == "__main__":
+    job, *args = sys.argv[1:]
+    {"ingest": ingest, "dataset": dataset}[job](*args)

@@ -1,0 +1,119 @@
+"""SIGKILL the ingestion and the dataset build at random moments; a re-run must give exactly the clean
+run's output — nothing lost, nothing duplicated, nothing partial visible to readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import crash_jobs
+import midi_factory
+from conftest import write_corpus
+from transforms.batches import completed_batches
+from transforms.melody_dataset import IncompleteDatasetError, open_dataset
+
+pytestmark = pytest.mark.slow
+SEEDS = [int(s) for s in os.environ.get("MELODYFLOW_CRASH_SEEDS", "11,22,33").split(",")]
+JOB = [sys.executable, crash_jobs.__file__]
+
+
+def snapshot(root: Path, sub: str = "") -> dict[str, bytes]:
+    """Every file under ``root`` for exact comparison; JSON reports lose their timing and own location."""
+    out = {}
+    for path in sorted((root / sub).rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if path.name in ("report.json", "info.json"):
+            doc = json.loads(data)
+            doc.pop("elapsed_s", None)
+            data = json.dumps(doc, sort_keys=True).encode()
+        data = data.replace(str(root).encode(), b"<ROOT>")
+        out[path.relative_to(root).as_posix()] = data
+    return out
+
+
+def run_job(*args: str) -> float:
+    started = time.monotonic()
+    subprocess.run([*JOB, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    return time.monotonic() - started
+
+
+def kill_job_after(delay: float, *args: str) -> bool:
+    """Start the job, SIGKILL its whole process group after ``delay`` s; True if it was still running."""
+    proc = subprocess.Popen([*JOB, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("crash")
+    files = {f"tunes/t{i:03d}.mid": midi_factory.melodic_midi(i) for i in range(150)}
+    files.update({f"noise/r{i:02d}.mid": midi_factory.random_midi(1000 + i, tracks=2) for i in range(30)})
+    files.update({"bad/empty.mid": b"", "bad/text.mid": b"not a midi file\n", "tunes/t000 copy.mid":
+                  files["tunes/t000.mid"]})
+    return write_corpus(tmp / "corpus", files)
+
+
+@pytest.fixture(scope="module")
+def clean_ingest(corpus, tmp_path_factory):
+    data = tmp_path_factory.mktemp("clean") / "data"
+    elapsed = run_job("ingest", str(corpus), str(data))
+    return data, elapsed
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_ingest_killed_at_a_random_moment_reruns_to_the_clean_result(corpus, clean_ingest, tmp_path, seed):
+    clean, elapsed = clean_ingest
+    data = tmp_path / "data"
+    delay = random.Random(seed).uniform(0.0, elapsed)
+    killed = kill_job_after(delay, "ingest", str(corpus), str(data))
+    if killed:
+        assert completed_batches(str(data)) == [] or snapshot(data, "notesequences") == snapshot(
+            clean, "notesequences"), "a killed run published a batch that differs from a clean one"
+    run_job("ingest", str(corpus), str(data))
+    assert snapshot(data) == snapshot(clean)
+    assert len(completed_batches(str(data))) == 1
+
+
+@pytest.fixture(scope="module")
+def clean_dataset(clean_ingest, tmp_path_factory):
+    ingested, _ = clean_ingest
+    data = tmp_path_factory.mktemp("clean-ds") / "data"
+    shutil.copytree(ingested, data)
+    elapsed = run_job("dataset", str(data))
+    return ingested, data, elapsed
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_dataset_build_killed_at_a_random_moment_reruns_to_the_clean_result(clean_dataset, tmp_path, seed):
+    ingested, clean, elapsed = clean_dataset
+    data = tmp_path / "data"
+    shutil.copytree(ingested, data)
+    delay = random.Random(seed).uniform(0.0, elapsed)
+    if kill_job_after(delay, "dataset", str(data)):
+        try:
+            open_dataset(str(data), "basic_rnn")
+        except IncompleteDatasetError:
+            pass  # not published: fine
+        else:
+            assert snapshot(data, "melodies") == snapshot(clean, "melodies")
+    run_job("dataset", str(data))
+    assert snapshot(data) == snapshot(clean)
+    assert open_dataset(str(data), "basic_rnn")["counts"]["train"] > 0
