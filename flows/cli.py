@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.bundle import BundleError
     from transforms.melody_dataset import IncompleteDatasetError, NoInputError
     from transforms.runners import RunnerConfigError
+    from transforms.storage import StorageError, redact
 
     try:
         if args.command == "demo-corpus":
@@ -351,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError,
             BundleError) as exc:
-        print(f"melodyflow {args.command}: error: {exc}", file=sys.stderr)
+        print(f"melodyflow {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
+    except StorageError as exc:
+        print(f"melodyflow {args.command}: storage failure, nothing was published: {exc}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command}")
     return 2
 

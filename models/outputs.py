@@ -81,11 +81,11 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
 
     entry = {"id": primer_id, "source": source, "status": "error", "outputs": []}
     if error is not None:
-        return {**entry, "error": error}
+        return {**entry, "error": storage.redact(error)}
     try:
         results = generator.generate(primer.melody, options, seed_offset=seed_offset)
     except GenerationError as exc:
-        return {**entry, "error": str(exc)}
+        return {**entry, "error": storage.redact(str(exc))}
     tempo = qpm or primer.qpm
     step_seconds = 60.0 / tempo / generator.config.steps_per_quarter
     directory = storage.join(out_root, primer_id)

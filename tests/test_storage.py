@@ -66,3 +66,36 @@ def test_progress_watcher_sums_worker_reports(tmp_path):
         report(str(tmp_path / "_progress"), 6)
     assert seen[-1] == (10, 10)
     assert not (tmp_path / "_progress").exists()
+
+
+def test_answers_about_one_object_are_not_retried_and_faults_name_the_url():
+    calls = []
+
+    def forbidden():
+        calls.append(1)
+        raise OSError("Forbidden: b/k.mid\naccess denied")
+
+    with pytest.raises(PermissionError, match="gs://b/k.mid"):
+        storage.retrying("reading", "gs://b/k.mid", forbidden, retries=3)
+    with pytest.raises(FileNotFoundError):
+        storage.retrying("reading", "gs://b/k.mid", lambda: storage.read_bytes("/nonexistent/x.mid"), retries=3)
+    assert len(calls) == 1
+
+
+def test_secrets_never_reach_error_messages(monkeypatch):
+    token = "ya29.FAKE-token-0123456789"
+
+    def leaky():
+        raise ConnectionError(f"GET https://storage.example/o?access_token={token}&alt=media "
+                              f"headers={{'Authorization': 'Bearer {token}'}} via s3://AKIAFAKEFAKEFAKEFAKE:s3cr3t@b/")
+
+    with pytest.raises(storage.StorageError) as info:
+        storage.retrying("reading", "gs://b/k.mid", leaky, retries=0)
+    message = str(info.value)
+    assert "gs://b/k.mid" in message and "[REDACTED]" in message
+    for secret in (token, "s3cr3t", "AKIAFAKEFAKEFAKEFAKE"):
+        assert secret not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no unredacted chained cause
+    monkeypatch.setenv("MELODYFLOW_STORAGE_RETRIES", "-1")
+    with pytest.raises(ValueError, match="MELODYFLOW_STORAGE_RETRIES"):
+        storage.default_retries()

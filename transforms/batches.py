@@ -203,7 +203,7 @@ def summarize(outcomes: list[FileOutcome]) -> dict:
 
 def dead_letter_record(plan: IngestPlan, outcome: FileOutcome) -> dict:
     return {
-        "path": storage.join(plan.source, outcome.path),
+        "path": storage.redact(storage.join(plan.source, outcome.path)),
         "relative_path": outcome.path,
         "reason": outcome.reason,
         "error": outcome.error,

@@ -60,7 +60,8 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
                 seq_id = "<unparseable>"
             Metrics.counter("dataset", "sequences_failed").inc()
             yield _STATS, {"kind": "failure", "split": "train", "id": seq_id,
-                           "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+                           "error": storage.redact(f"{type(exc).__name__}: {exc}"),
+                           "traceback": storage.redact(traceback.format_exc(limit=5))}
             yield _STATS, ("train", ({"sequences_read": 1, "sequences_failed": 1}, {}))
             return
         Metrics.counter("dataset", "examples").inc(len(records))

@@ -57,7 +57,7 @@ def process_file(
                        format=fmt.value if fmt else "")
 
     def failed(reason: str, error: str, **extra) -> FileOutcome:
-        return replace(base, reason=reason, error=error, **extra)
+        return replace(base, reason=reason, error=storage.redact(error), **extra)
 
     if fmt is None:
         return failed("unsupported_format", "file extension is not a supported score format")
@@ -67,6 +67,8 @@ def process_file(
     url = storage.join(source, entry.path)
     try:
         data = storage.read_bytes(url)
+    except storage.StorageError:
+        raise  # the store is unreachable, not this file bad: stop the run, publish nothing
     except Exception as exc:  # noqa: BLE001 - unreadable file: dead-letter it, keep going
         return failed("read_error", f"{type(exc).__name__}: {exc}")
     if len(data) > settings.max_file_bytes:  # the listing can be stale

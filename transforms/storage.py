@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -21,12 +22,30 @@ import fsspec  # noqa: E402
 
 T = TypeVar("T")
 
-_RETRIES = 4
+_RETRIES_ENV = "MELODYFLOW_STORAGE_RETRIES"
+_DEFAULT_RETRIES = 4
 _BACKOFF_S = 0.5
+
+# Secrets that can ride along in URLs, headers or library error messages.
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|token|password|secret|key|"
+                r"signature|x-goog-signature|x-goog-credential|x-amz-signature|x-amz-credential|"
+                r"x-amz-security-token|sig)=([^&\s\"']+)"), r"\1=[REDACTED]"),
+    (re.compile(r"(?i)\b(authorization|x-goog-api-key|x-amz-security-token)(\"?\s*[:=]\s*\"?)"
+                r"(bearer\s+|basic\s+)?[^\s\"',}]+"), r"\1\2[REDACTED]"),
+    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [REDACTED]"),
+    (re.compile(r"\bya29\.[A-Za-z0-9._-]+"), "[REDACTED]"),
+    (re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b"), "[REDACTED]"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1[REDACTED]@"),
+)
 
 
 class StorageError(RuntimeError):
     """An object-storage operation failed after retries; the message names the URL."""
+
+
+# Answers about one object, not faults of the store: never retried.
+_ANSWERS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def cache_dir(*parts: str) -> str:
@@ -78,20 +97,54 @@ def with_protocol(url_like: str, path: str) -> str:
     return f"{proto}://{path}"
 
 
-def retrying(what: str, url: str, fn: Callable[[], T], retries: int = _RETRIES) -> T:
+def redact(text: str) -> str:
+    """``text`` with tokens, keys, signatures and URL passwords replaced by ``[REDACTED]``.
+
+    Applied to every error message melodyflow writes (dead letters, reports, logs of storage
+    failures): library exceptions sometimes quote a request URL or header verbatim.
+    """
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def default_retries() -> int:
+    """Retries after a failed storage call (``MELODYFLOW_STORAGE_RETRIES``, default 4).
+
+    On ``gs://`` each of these wraps gcsfs's own five retries, so the default rides out an outage of
+    about two minutes before failing.
+    """
+    raw = os.environ.get(_RETRIES_ENV, str(_DEFAULT_RETRIES))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{_RETRIES_ENV} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{_RETRIES_ENV} must be >= 0, got {value}")
+    return value
+
+
+def retrying(what: str, url: str, fn: Callable[[], T], retries: int | None = None) -> T:
     """Run an I/O call with bounded exponential backoff; the final error names the URL.
 
-    ``FileNotFoundError`` is never retried: a missing object is an answer, not a fault.
+    Answers about the object itself (missing, forbidden, a directory) are raised at once, unwrapped:
+    retrying cannot change them, and callers treat them as a property of that one file.  Anything else
+    is a fault of the store or the network; once retries are spent it becomes a ``StorageError``,
+    which callers must let stop the run rather than record a file as bad.
     """
+    retries = default_retries() if retries is None else retries
     delay = _BACKOFF_S
     for attempt in range(retries + 1):
         try:
             return fn()
-        except FileNotFoundError:
+        except _ANSWERS:
             raise
         except Exception as exc:  # noqa: BLE001 - storage backends raise anything
+            if isinstance(exc, OSError) and str(exc).startswith("Forbidden"):  # gcsfs's 403
+                raise PermissionError(redact(f"{what} {url}: {exc}")) from None
             if attempt == retries:
-                raise StorageError(f"{what} {url} failed after {retries + 1} attempts: {exc}") from exc
+                raise StorageError(redact(
+                    f"{what} {url} failed after {retries + 1} attempts: {type(exc).__name__}: {exc}")) from None
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
@@ -123,8 +176,13 @@ def write_bytes(url: str, data: bytes) -> None:
         # Through a file object rather than ``pipe_file``: gcsfs sends small ``pipe_file`` payloads as a
         # multipart upload, and the GCS emulator's multipart parser drops a trailing b"\r" — binary
         # shards ending in 0x0D came back one byte short.
-        with fs.open(url, "wb") as fh:
-            fh.write(data)
+        try:
+            with fs.open(url, "wb") as fh:
+                fh.write(data)
+        except FileNotFoundError as exc:
+            # A retried request of a resumable upload whose session the server already closed (its
+            # answer was lost on the way back) is answered 404: the upload must start over, not stop.
+            raise ConnectionError(f"upload session lost: {exc}") from exc
 
     retrying("writing", url, upload)
 
