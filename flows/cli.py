@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="collection_name stored in each NoteSequence (default: SOURCE's base name)")
     ingest.add_argument("--max-file-mb", type=float, default=64.0, metavar="MB",
                         help="refuse files larger than this (default: 64)")
+    ingest.add_argument("--max-notes", type=int, default=500_000, metavar="N",
+                        help="refuse MIDI files with more note-on events than this, counted before "
+                             "parsing (default: 500000)")
     ingest.add_argument("--file-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="give up on a file whose parsing takes longer (default: 60)")
     ingest.add_argument("--memory-limit-mb", type=int, default=4096, metavar="MB",
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             result = ingest_corpus(
                 source=args.source, data_root=args.data_root, workers=args.workers, runner=args.runner,
                 runner_options=_runner_options(args), collection=args.collection,
-                max_file_mb=args.max_file_mb, file_timeout_s=args.file_timeout,
+                max_file_mb=args.max_file_mb, max_notes=args.max_notes, file_timeout_s=args.file_timeout,
                 memory_limit_mb=args.memory_limit_mb)
             _emit(args, result, _print_counts)
             return 0

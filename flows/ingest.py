@@ -91,6 +91,7 @@ def ingest_corpus(
     runner_options: dict[str, str] | None = None,
     collection: str | None = None,
     max_file_mb: float = 64.0,
+    max_notes: int = 500_000,
     file_timeout_s: float = 60.0,
     memory_limit_mb: int = 4096,
 ) -> dict:
@@ -102,6 +103,7 @@ def ingest_corpus(
     settings = IngestSettings(
         collection=collection or collection_name(source),
         max_file_bytes=int(max_file_mb * 1024 * 1024),
+        max_notes=max_notes,
         file_timeout_s=file_timeout_s,
         memory_limit_mb=memory_limit_mb,
     )

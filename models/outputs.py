@@ -88,19 +88,19 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
         return {**entry, "error": storage.redact(str(exc))}
     tempo = qpm or primer.qpm
     step_seconds = 60.0 / tempo / generator.config.steps_per_quarter
-    directory = storage.join(out_root, primer_id)
+    directory = storage.child(out_root, primer_id)
     for n, result in enumerate(results):
         sequence = melody_to_sequence(result.melody, tempo, primer.program, result.primer_steps, continuation_only)
         midi = io.BytesIO()
         note_seq.note_sequence_to_pretty_midi(sequence).write(midi)
         base = f"{n:03d}"
-        storage.write_bytes(storage.join(directory, f"{base}.mid"), midi.getvalue())
+        storage.write_bytes(storage.child(directory, f"{base}.mid"), midi.getvalue())
         primer_end = 0.0 if continuation_only else result.primer_steps * step_seconds
-        storage.write_bytes(storage.join(directory, f"{base}.png"),
+        storage.write_bytes(storage.child(directory, f"{base}.png"),
                             piano_roll_png(sequence, primer_end, f"{primer_id} #{n} (ll {result.log_likelihood:.1f})"))
         wav = _wav(midi.getvalue())
         if wav is not None:
-            storage.write_bytes(storage.join(directory, f"{base}.wav"), wav)
+            storage.write_bytes(storage.child(directory, f"{base}.wav"), wav)
         entry["outputs"].append({
             "midi": f"{primer_id}/{base}.mid", "png": f"{primer_id}/{base}.png",
             "wav": f"{primer_id}/{base}.wav" if wav is not None else None,
@@ -111,8 +111,14 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
 
 
 def load_primer(url: str) -> Primer:
+    """Read and parse one primer; the size limit is checked before the file is downloaded."""
+    from transforms.primers import MAX_PRIMER_BYTES
+
     try:
+        size = storage.size(url)
+        if size > MAX_PRIMER_BYTES:
+            raise PrimerError(f"the primer is {size} bytes, over the {MAX_PRIMER_BYTES}-byte limit")
         data = storage.read_bytes(url)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise PrimerError(f"primer not found: {url}") from None
     return primer_from_midi(data)

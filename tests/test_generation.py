@@ -130,3 +130,45 @@ def test_continuation_only_and_middle_c_default_to_gcs(prefect_harness, bundle, 
         assert all(n.start_time >= 0 for n in seq.notes)
         assert seq.total_time <= 39 * 60 / 120 / 4 + 1e-6  # the primer step is not written
     assert json.loads(storage.read_text(f"{out}/index.json"))["options"]["continuation_only"] is True
+
+
+def test_hostile_primer_names_and_files_stay_inside_output(prefect_harness, bundle, tmp_path):
+    import uuid
+
+    good = PRIMERS["single.mid"]
+    hostile = {
+        "../../escape.mid": good,             # object-store names may hold "..": never an output path
+        "..\\..\\windows.mid": good,
+        "ü n i/../../ üñí cødé.mid": good,
+        "oversized.mid": good + b"\0" * (1024 * 1024),
+        "many_notes.mid": midi_factory.huge_file(tracks=1, notes=30_000),
+        "days_long.mid": midi_factory.absurd_delta_time(),
+        "zip.mid": midi_factory.zip_named_mid(),
+    }
+    # fsspec's in-memory store keeps names verbatim, like GCS and S3 (the GCS emulator refuses "..").
+    source = f"memory://primers-{uuid.uuid4().hex}/p"
+    fs = storage.filesystem(source)
+    for name, data in hostile.items():
+        fs.pipe_file(f"{source}/{name}", data)
+    out = tmp_path / "a" / "b" / "out"
+    index = generate_melodies(bundle=bundle, output=str(out), primers=source, num_outputs=1, num_steps=48, seed=3)
+    assert index["counts"]["primers"] == len(hostile)
+    by_source = {e["source"].split("/p/", 1)[1]: e for e in index["primers"]}
+    assert {k for k, e in by_source.items() if e["status"] == "ok"} == {
+        "../../escape.mid", "..\\..\\windows.mid", "ü n i/../../ üñí cødé.mid"}
+    assert "byte limit" in by_source["oversized.mid"]["error"]
+    assert "more than 20000 notes" in by_source["many_notes.mid"]["error"]
+    assert "s limit" in by_source["days_long.mid"]["error"]
+    assert by_source["zip.mid"]["error"]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and all(out in p.parents for p in written), written
+    for entry in index["primers"]:
+        for output in entry["outputs"]:
+            assert ".." not in output["midi"] and output["midi"].count("/") == 1
+
+
+def test_output_paths_refuse_names_that_would_escape():
+    for bad in ("..", ".", "", "a/b", "..\\x", "x\x00", " lead", "c:evil"):
+        with pytest.raises(storage.UnsafePathError):
+            storage.child("/out", bad)
+    assert storage.child("gs://b/out", "tune-1a2b", "000.mid") == "gs://b/out/tune-1a2b/000.mid"

@@ -90,6 +90,7 @@ def test_ingestion_survives_every_kind_of_hostile_file(tmp_path):
         "lengths.mid": midi_factory.negative_and_zero_length_notes(),
         "absurd_delta.mid": midi_factory.absurd_delta_time(),
         "huge_16x100k.mid": midi_factory.huge_file(),
+        "long_1x300k.mid": midi_factory.huge_file(tracks=1, notes=300_000),
         "ünïcødé dir/名前 with spaces.mid": midi_factory.random_midi(4),
         "/".join(f"d{i}" for i in range(30)) + "/deep.mid": midi_factory.random_midi(5),
     }
@@ -110,5 +111,7 @@ def test_ingestion_survives_every_kind_of_hostile_file(tmp_path):
     by_path = {m["path"]: m for m in manifest}
     assert by_path["ünïcødé dir/名前 with spaces.mid"]["status"] == "converted"
     assert by_path["/".join(f"d{i}" for i in range(30)) + "/deep.mid"]["status"] == "converted"
-    # 1.6 M notes take pretty_midi far longer than the 3 s per-file limit: abandoned, not waited for.
-    assert by_path["huge_16x100k.mid"]["reason"] == "timeout"
+    # 1.6 M note-ons: refused by the byte scan before any parsing.
+    assert by_path["huge_16x100k.mid"]["reason"] == "too_many_notes"
+    # 300 k notes pass the note limit but take pretty_midi far longer than the 3 s per-file limit.
+    assert by_path["long_1x300k.mid"]["reason"] == "timeout"

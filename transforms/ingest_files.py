@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from transforms import storage
-from transforms.convert import content_hash, convert_file, format_for_path
+from transforms.convert import SourceFormat, content_hash, convert_file, format_for_path
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedCallError, IsolatedWorker, Limits
+from transforms.midi_scan import count_note_ons
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class IngestSettings:
 
     collection: str
     max_file_bytes: int = 64 * 1024 * 1024
+    max_notes: int = 500_000
     file_timeout_s: float = 60.0
     memory_limit_mb: int = 4096
     files_per_shard: int = 2000
@@ -25,8 +27,8 @@ class IngestSettings:
     def __post_init__(self) -> None:
         if not self.collection or "/" in self.collection:
             raise ValueError(f"collection must be a non-empty name without '/': {self.collection!r}")
-        if self.max_file_bytes <= 0:
-            raise ValueError("max_file_bytes must be positive")
+        if self.max_file_bytes <= 0 or self.max_notes <= 0:
+            raise ValueError("max_file_bytes and max_notes must be positive")
         if self.files_per_shard <= 0 or self.max_shards <= 0:
             raise ValueError("files_per_shard and max_shards must be positive")
         Limits(timeout_s=self.file_timeout_s, memory_mb=self.memory_limit_mb)  # validates
@@ -80,6 +82,11 @@ def process_file(
         return failed("empty_file", "file is empty (0 bytes)")
     if digest in known_hashes:
         return replace(base, status=FileStatus.DUPLICATE, duplicate_of=known_hashes[digest])
+    if fmt is SourceFormat.MIDI:
+        notes = count_note_ons(data, settings.max_notes)
+        if notes is not None and notes > settings.max_notes:
+            return failed("too_many_notes", f"file has more than {settings.max_notes} note-on events "
+                                            f"(the limit); refused before parsing")
     try:
         converted = worker.call(convert_file, data, fmt, relative_path=entry.path,
                                 collection=settings.collection, digest=digest)

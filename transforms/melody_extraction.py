@@ -41,6 +41,7 @@ COUNTERS = (
     "sequences_empty",
     "sequences_drums_only",
     "sequences_discarded_because_negative_time",
+    "sequences_discarded_because_too_large",
     "sequences_without_melodies",
     "sequences_failed",
     "melodies_extracted",
@@ -60,8 +61,13 @@ class MelodySettings:
     ignore_polyphonic_notes: bool = False
     filter_drums: bool = True
     transpositions: tuple[int, ...] = (0,)
+    # Hostile-input guards, checked before the expensive split/quantize/extract steps.
+    max_notes: int = 500_000
+    max_seconds: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
+        if self.max_notes < 1 or not self.max_seconds > 0:
+            raise ValueError("max_notes must be >= 1 and max_seconds > 0")
         if self.steps_per_quarter < 1 or self.min_bars < 0 or self.max_steps_truncate < 1:
             raise ValueError("steps_per_quarter, max_steps_truncate must be >= 1 and min_bars >= 0")
         if self.min_unique_pitches < 0 or self.gap_bars <= 0:
@@ -170,6 +176,11 @@ def sequence_to_melodies(sequence, settings: MelodySettings) -> tuple[list[Extra
         stats["sequences_empty"] += 1
     elif all(n.is_drum for n in sequence.notes):
         stats["sequences_drums_only"] += 1
+    if len(sequence.notes) > settings.max_notes or not sequence.total_time <= settings.max_seconds:
+        # Quantizing a days-long sequence allocates a step per sixteenth: refuse it up front.
+        stats["sequences_discarded_because_too_large"] += 1
+        stats["sequences_without_melodies"] += 1
+        return [], stats, histogram
     out: list[ExtractedMelody] = []
     for sub_index, subsequence in enumerate(sequences_lib.split_note_sequence_on_time_changes(sequence)):
         try:

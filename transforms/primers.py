@@ -14,6 +14,10 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_QPM = 120.0
+# A primer is a few bars; anything far bigger is a mistake or an attack, refused before parsing.
+MAX_PRIMER_BYTES = 1024 * 1024
+MAX_PRIMER_NOTES = 20_000
+MAX_PRIMER_SECONDS = 3600.0
 
 
 class PrimerError(ValueError):
@@ -56,10 +60,19 @@ def primer_from_midi(data: bytes, steps_per_quarter: int = 4) -> Primer:
     from note_seq import midi_io, sequences_lib
     from note_seq.melodies_lib import Melody
 
+    from transforms.midi_scan import count_note_ons
+
+    if len(data) > MAX_PRIMER_BYTES:
+        raise PrimerError(f"the primer is {len(data)} bytes, over the {MAX_PRIMER_BYTES}-byte limit")
+    notes = count_note_ons(data, MAX_PRIMER_NOTES)
+    if notes is not None and notes > MAX_PRIMER_NOTES:
+        raise PrimerError(f"the primer has more than {MAX_PRIMER_NOTES} notes")
     try:
         sequence = midi_io.midi_to_note_sequence(data)
     except midi_io.MIDIConversionError as exc:
         raise PrimerError(f"not a readable MIDI file: {exc}") from None
+    if sequence.total_time > MAX_PRIMER_SECONDS:
+        raise PrimerError(f"the primer lasts {sequence.total_time:.0f} s, over the {MAX_PRIMER_SECONDS:.0f}-s limit")
     qpm = sequence.tempos[0].qpm if sequence.tempos else DEFAULT_QPM
     if not any(not n.is_drum for n in sequence.notes):
         raise PrimerError("the primer has no pitched (non-drum) notes")

@@ -20,6 +20,36 @@ _ALIASES = {
 _DATAFLOW_REQUIRED = ("project", "region", "temp_location")
 
 
+def bind_grpc_to_loopback() -> None:
+    """Make every gRPC server this process starts listen on 127.0.0.1 instead of all interfaces.
+
+    Beam's FnApiRunner in multi-processing mode serves its control, data, state and logging planes
+    on ``[::]:0`` — unauthenticated endpoints open to the network. Its workers dial ``localhost``, so
+    loopback is all they need.
+    """
+    import grpc
+
+    if getattr(grpc.server, "_melodyflow_loopback", False):
+        return
+    make_server = grpc.server
+
+    def server(*args, **kwargs):
+        srv = make_server(*args, **kwargs)
+        add_port = srv.add_insecure_port
+
+        def add_insecure_port(address: str) -> int:
+            host, _, port = address.rpartition(":")
+            if host in ("[::]", "0.0.0.0", ""):
+                address = f"127.0.0.1:{port}"
+            return add_port(address)
+
+        srv.add_insecure_port = add_insecure_port
+        return srv
+
+    server._melodyflow_loopback = True
+    grpc.server = server
+
+
 class RunnerConfigError(ValueError):
     """The runner name or its options are invalid; the message says which and why."""
 
@@ -78,13 +108,40 @@ class RunnerConfig:
         if self.runner == "direct":
             from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+            bind_grpc_to_loopback()
             return FnApiRunner()
         if self.runner == "dask":
             try:
                 from apache_beam.runners.dask.dask_runner import DaskRunner
             except ImportError as exc:  # pragma: no cover - depends on the extra
                 raise RunnerConfigError("the dask runner needs `pip install melodyflow[dask]`") from exc
-            return DaskRunner()
+
+            workers = self.workers
+
+            class LoopbackDaskRunner(DaskRunner):
+                """Without a scheduler address, start a local cluster bound to 127.0.0.1 (dashboard
+                included; Dask's own default serves the dashboard on every interface)."""
+
+                def run_pipeline(self, pipeline, options):
+                    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+                    dask_options = options.view_as(DaskOptions)
+                    if dask_options.address:
+                        return super().run_pipeline(pipeline, options)
+                    from dask.distributed import LocalCluster
+
+                    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address="127.0.0.1:0")
+                    dask_options.address = cluster.scheduler_address
+                    try:
+                        result = super().run_pipeline(pipeline, options)
+                    except BaseException:
+                        cluster.close()
+                        raise
+                    result.local_cluster = cluster
+                    return result
+
+            return LoopbackDaskRunner()
         from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
         return DataflowRunner()
@@ -98,3 +155,6 @@ def finish(result) -> None:
         client = getattr(result, "client", None)
         if client is not None:
             client.close()
+        cluster = getattr(result, "local_cluster", None)
+        if cluster is not None:
+            cluster.close()

@@ -85,6 +85,20 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base.rstrip("/"), *parts)
 
 
+class UnsafePathError(ValueError):
+    """A name taken from input data would leave the directory it must stay in."""
+
+
+def child(base: str, *names: str) -> str:
+    """``join(base, *names)`` for names that come from data (file names, ids): each must be a plain,
+    non-empty path component, so the result can never leave ``base``."""
+    for name in names:
+        if (not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
+                or ":" in name or name != name.strip()):
+            raise UnsafePathError(f"refusing to build an output path under {base} from {name!r}")
+    return join(base, *names)
+
+
 def strip_protocol(url: str) -> str:
     return filesystem(url)._strip_protocol(url)
 
@@ -193,6 +207,10 @@ def write_text(url: str, text: str) -> None:
 
 def read_text(url: str) -> str:
     return read_bytes(url).decode("utf-8")
+
+
+def size(url: str) -> int:
+    return int(retrying("sizing", url, lambda: filesystem(url).size(url)))
 
 
 def exists(url: str) -> bool:
