@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
 
 import pytest
@@ -19,6 +21,8 @@ from transforms.isolation import IsolatedCallError, IsolatedWorker, Limits
 from transforms.runners import RunnerConfig
 
 VALID = midi_factory.random_midi(3, tracks=2, notes_per_track=20)
+# CI runs a bounded fuzz; MELODYFLOW_FUZZ_EXAMPLES=5000 runs a long one.
+EXAMPLES = int(os.environ.get("MELODYFLOW_FUZZ_EXAMPLES", "150"))
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +45,13 @@ def _convert(worker, data: bytes):
     return result
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(max_size=2048))
 def test_random_bytes_never_escape_the_parser(worker, data):
     _convert(worker, data)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), min_size=1, max_size=12),
        st.integers(14, len(VALID)))
 def test_mutated_and_truncated_midi_never_escape_the_parser(worker, flips, keep):
@@ -115,3 +119,75 @@ def test_ingestion_survives_every_kind_of_hostile_file(tmp_path):
     assert by_path["huge_16x100k.mid"]["reason"] == "too_many_notes"
     # 300 k notes pass the note limit but take pretty_midi far longer than the 3 s per-file limit.
     assert by_path["long_1x300k.mid"]["reason"] == "timeout"
+
+
+@pytest.mark.parametrize("data", [
+    midi_factory.random_midi(7, tracks=4, notes_per_track=200), midi_factory.huge_file(tracks=2, notes=500),
+    midi_factory.format2_file(), midi_factory.negative_and_zero_length_notes(), midi_factory.melodic_midi(2),
+], ids=["random", "running_status", "format2", "odd_lengths", "melodic"])
+def test_note_scan_counts_what_the_midi_library_counts(data):
+    import mido
+
+    from transforms.midi_scan import scan_note_ons
+
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    expected = sum(1 for track in midi.tracks for m in track if m.type == "note_on" and m.velocity > 0)
+    assert scan_note_ons(data, 10**9) == expected
+
+
+def test_note_scan_stops_at_the_limit_and_leaves_garbage_to_the_parser():
+    from transforms.midi_scan import count_note_ons, scan_note_ons
+
+    huge = midi_factory.huge_file()
+    started = time.monotonic()
+    assert scan_note_ons(huge, 1000) == 1001
+    assert time.monotonic() - started < 1.0
+    assert count_note_ons(VALID, 500_000) is None  # small enough: not even scanned
+    for garbage in (b"", b"MThd", bytes(range(256)) * 64, midi_factory.zip_named_mid(),
+                    midi_factory.running_status_abuse()):  # data bytes before any status byte
+        assert scan_note_ons(garbage, 10) is None
+
+
+_NOTE = st.tuples(st.integers(-5, 140), st.floats(-10, 1e4, allow_nan=False), st.floats(-5, 50, allow_nan=False),
+                  st.integers(0, 5), st.booleans(), st.integers(-1, 130))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(_NOTE, max_size=40),
+       st.lists(st.tuples(st.floats(-1, 100), st.floats(-10, 1000, allow_nan=False)), max_size=3),
+       st.lists(st.tuples(st.floats(-1, 100), st.integers(-2, 20), st.integers(-2, 40)), max_size=3))
+def test_melody_extraction_survives_hostile_sequences(notes, tempos, time_signatures):
+    """Pitches out of range, negative times and durations, zero and negative tempos, 0/0 time signatures:
+    every sequence is read and counted, none raises."""
+    from note_seq.protobuf import music_pb2
+
+    from transforms.melody_extraction import MelodySettings, sequence_to_melodies
+
+    seq = music_pb2.NoteSequence(ticks_per_quarter=220)
+    for pitch, start, duration, instrument, drum, velocity in notes:
+        note = seq.notes.add(pitch=pitch, start_time=start, end_time=start + duration, instrument=instrument,
+                             is_drum=drum, velocity=velocity)
+        seq.total_time = max(seq.total_time, note.end_time)
+    for at, qpm in tempos:
+        seq.tempos.add(time=at, qpm=qpm)
+    for at, numerator, denominator in time_signatures:
+        seq.time_signatures.add(time=at, numerator=numerator, denominator=denominator)
+    melodies, stats, _ = sequence_to_melodies(seq, MelodySettings())
+    assert stats["sequences_read"] == 1 and stats["melodies_extracted"] == len(melodies)
+
+
+def test_oversized_sequences_are_refused_before_quantizing():
+    from note_seq.protobuf import music_pb2
+
+    from transforms.melody_extraction import MelodySettings, sequence_to_melodies
+
+    days = music_pb2.NoteSequence(ticks_per_quarter=220, total_time=3e5)
+    days.notes.add(pitch=60, start_time=0, end_time=1, velocity=80)
+    days.notes.add(pitch=62, start_time=3e5 - 1, end_time=3e5, velocity=80)
+    melodies, stats, _ = sequence_to_melodies(days, MelodySettings())
+    assert melodies == [] and stats["sequences_discarded_because_too_large"] == 1
+    many = music_pb2.NoteSequence(ticks_per_quarter=220, total_time=30)
+    for i in range(30):
+        many.notes.add(pitch=60 + i % 12, start_time=i, end_time=i + 1, velocity=80)
+    assert sequence_to_melodies(many, MelodySettings(max_notes=29))[1]["sequences_discarded_because_too_large"] == 1
+    assert sequence_to_melodies(many, MelodySettings())[1]["sequences_discarded_because_too_large"] == 0

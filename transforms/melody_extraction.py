@@ -7,6 +7,8 @@ Magenta names them, so the Beam wrapper only sums counters.  Order of steps, as 
 Differences from Magenta, all additive:
 - sequences whose quantization hits a negative time are counted (Magenta crashes the job);
 - drums-only and empty sequences are counted (Magenta drops them silently);
+- notes ending before they start are counted (Magenta crashes), and sequences over ``max_notes`` notes or
+  ``max_seconds`` long are refused before quantizing;
 - ``keep_polyphonic_tracks`` takes the highest note of a chord instead of discarding the track.
 """
 
@@ -42,6 +44,7 @@ COUNTERS = (
     "sequences_drums_only",
     "sequences_discarded_because_negative_time",
     "sequences_discarded_because_too_large",
+    "sequences_discarded_because_bad_notes",
     "sequences_without_melodies",
     "sequences_failed",
     "melodies_extracted",
@@ -168,7 +171,7 @@ def _transpose(sequence, amount: int):
 
 def sequence_to_melodies(sequence, settings: MelodySettings) -> tuple[list[ExtractedMelody], Counter, Counter]:
     """All melodies of one NoteSequence, with Magenta's counters and the length histogram."""
-    from note_seq import events_lib, sequences_lib
+    from note_seq import events_lib, melodies_lib, sequences_lib
 
     stats: Counter = Counter({"sequences_read": 1})
     histogram: Counter = Counter()
@@ -207,6 +210,9 @@ def sequence_to_melodies(sequence, settings: MelodySettings) -> tuple[list[Extra
                 found = extract_melodies(transposed, settings, stats, histogram)
             except events_lib.NonIntegerStepsPerBarError:
                 stats["non_integer_steps_per_bar"] += 1
+                continue
+            except melodies_lib.BadNoteError:  # a note ending before it starts (Magenta crashes here)
+                stats["sequences_discarded_because_bad_notes"] += 1
                 continue
             out += [ExtractedMelody(sub_index, amount, instrument, i, melody)
                     for i, (instrument, melody) in enumerate(found)]
