@@ -22,6 +22,7 @@ from fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
 JOB = [sys.executable, crash_jobs.__file__]
+FAULT_SEEDS = [int(s) for s in os.environ.get("MELODYFLOW_FAULT_SEEDS", "7").split(",")]
 
 
 def _free_port() -> int:
@@ -108,7 +109,8 @@ def run_jobs(endpoint: str, *jobs: list[str], env: dict | None = None, timeout: 
     return proc
 
 
-def test_flaky_store_through_a_fault_proxy_gives_the_clean_result(gcs_emulator, gcs_bucket):
+@pytest.mark.parametrize("seed", FAULT_SEEDS)
+def test_flaky_store_through_a_fault_proxy_gives_the_clean_result(gcs_emulator, gcs_bucket, seed):
     fs = gcs(gcs_emulator)
     upload_corpus(fs, f"{gcs_bucket}/corpus", 10)
     src = f"{gcs_bucket}/corpus"
@@ -117,13 +119,14 @@ def test_flaky_store_through_a_fault_proxy_gives_the_clean_result(gcs_emulator, 
     assert clean.returncode == 0, clean.stderr[-3000:]
 
     host, port = gcs_emulator.split("://", 1)[1].split(":")
-    proxy = FaultProxy((host, int(port)), drop=0.08, error=0.08, lose_response=0.04, delay=0.1, seed=7)
+    proxy = FaultProxy((host, int(port)), drop=0.08, error=0.08, lose_response=0.04, delay=0.1, seed=seed)
     try:
         flaky = run_jobs(proxy.url, *jobs(f"{gcs_bucket}/flaky"))
     finally:
         proxy.close()
     assert flaky.returncode == 0, flaky.stderr[-3000:]
     assert proxy.faults >= 5, proxy.counts
+    print(f"fault proxy seed {seed}: {dict(proxy.counts)}")  # figures for docs/reliability.md (pytest -s)
     assert snapshot(fs, f"{gcs_bucket}/flaky") == snapshot(fs, f"{gcs_bucket}/clean")
 
 
