@@ -8,7 +8,7 @@ import os
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import midi_factory
@@ -156,6 +156,8 @@ _NOTE = st.tuples(st.integers(-5, 140), st.floats(-10, 1e4, allow_nan=False), st
 @given(st.lists(_NOTE, max_size=40),
        st.lists(st.tuples(st.floats(-1, 100), st.floats(-10, 1000, allow_nan=False)), max_size=3),
        st.lists(st.tuples(st.floats(-1, 100), st.integers(-2, 20), st.integers(-2, 40)), max_size=3))
+@example(notes=[(26, 0.0, 1.0, 0, False, 91)], tempos=[], time_signatures=[(0.0, -1, 2)])  # looped forever
+@example(notes=[(0, 1.0, -1.0, 0, False, 1)], tempos=[], time_signatures=[])  # ends before it starts
 def test_melody_extraction_survives_hostile_sequences(notes, tempos, time_signatures):
     """Pitches out of range, negative times and durations, zero and negative tempos, 0/0 time signatures:
     every sequence is read and counted, none raises."""

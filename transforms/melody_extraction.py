@@ -139,9 +139,10 @@ def extract_melodies(quantized, settings: MelodySettings, stats: Counter, histog
             except PolyphonicMelodyError:
                 local["polyphonic_tracks_discarded"] += 1
                 break
-            start = melody.end_step + (0 - melody.end_step) % steps_per_bar
-            if not melody:
+            next_start = melody.end_step + (0 - melody.end_step) % steps_per_bar
+            if not melody or next_start <= start:
                 break
+            start = next_start
             if len(melody) < melody.steps_per_bar * settings.min_bars:
                 local["melodies_discarded_too_short"] += 1
                 continue
@@ -199,6 +200,10 @@ def sequence_to_melodies(sequence, settings: MelodySettings) -> tuple[list[Extra
             continue
         except sequences_lib.NegativeTimeError:
             stats["sequences_discarded_because_negative_time"] += 1
+            continue
+        if sequences_lib.steps_per_bar_in_quantized_sequence(quantized) < 1:
+            # e.g. a numerator of -1 passes note-seq's checks and would make extraction loop forever
+            stats["sequences_discarded_because_bad_time_signature"] += 1
             continue
         for amount in settings.transpositions:
             transposed = _transpose(quantized, amount)
