@@ -28,9 +28,11 @@ _BACKOFF_S = 0.5
 
 # Secrets that can ride along in URLs, headers or library error messages.
 _SECRET_PATTERNS = (
-    (re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|token|password|secret|key|"
-                r"signature|x-goog-signature|x-goog-credential|x-amz-signature|x-amz-credential|"
-                r"x-amz-security-token|sig)=([^&\s\"']+)"), r"\1=[REDACTED]"),
+    (re.compile(r"(?i)\b(access_token|refresh_token|id_token|client_secret|password|api_key|apikey|"
+                r"secret_access_key|x-goog-signature|x-goog-credential|x-amz-signature|x-amz-credential|"
+                r"x-amz-security-token)=([^&\s\"']+)"), r"\1=[REDACTED]"),
+    # Short generic names only as URL query parameters ("?key=…&sig=…"), not in prose ("KEY=VALUE").
+    (re.compile(r"(?i)([?&](?:token|key|secret|signature|sig))=([^&\s\"']+)"), r"\1=[REDACTED]"),
     (re.compile(r"(?i)\b(authorization|x-goog-api-key|x-amz-security-token)(\"?\s*[:=]\s*\"?)"
                 r"(bearer\s+|basic\s+)?[^\s\"',}]+"), r"\1\2[REDACTED]"),
     (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [REDACTED]"),
