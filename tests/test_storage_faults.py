@@ -182,4 +182,5 @@ def test_emulator_gone_for_good_fails_naming_the_url_and_publishes_nothing(disk_
     again = run_jobs(disk_emulator.url, ["ingest", f"{bucket}/corpus", f"{bucket}/outage"])
     assert again.returncode == 0, again.stderr[-3000:]
     clean = run_jobs(disk_emulator.url, ["ingest", f"{bucket}/corpus", f"{bucket}/clean"])
+    assert clean.returncode == 0, clean.stderr[-3000:]
     assert snapshot(fs, f"{bucket}/outage") == snapshot(fs, f"{bucket}/clean")
