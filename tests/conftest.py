@@ -24,13 +24,13 @@ warnings.filterwarnings("ignore", module="pretty_midi")
 warnings.filterwarnings("ignore", module="pydub")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -39,6 +39,35 @@ def _wait_for_port(port: int, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"GCS emulator did not open port {port} within {timeout} s")
+
+
+def emulator_executable() -> str:
+    return shutil.which("gcp-storage-emulator") or os.path.join(os.path.dirname(sys.executable),
+                                                                "gcp-storage-emulator")
+
+
+def snapshot(root: str, sub: str = "", fs=None) -> dict[str, bytes]:
+    """Every file under ``root`` (or ``root/sub``) for byte-exact comparison of two runs' outputs.
+
+    JSON reports lose their timing field, and every mention of ``root`` itself is neutralised, so two
+    runs into different roots compare equal when they wrote the same things. ``fs`` defaults to local.
+    """
+    import json
+
+    import fsspec
+
+    fs = fs or fsspec.filesystem("file")
+    fs.invalidate_cache()
+    bare = str(root).split("://", 1)[-1].rstrip("/")
+    out = {}
+    for path in sorted(fs.find(f"{bare}/{sub}" if sub else bare)):
+        data = fs.cat_file(path)
+        if path.rsplit("/", 1)[-1] in ("report.json", "info.json"):
+            doc = json.loads(data)
+            doc.pop("elapsed_s", None)
+            data = json.dumps(doc, sort_keys=True).encode()
+        out[path[len(bare):].lstrip("/")] = data.replace(str(root).encode(), b"<ROOT>")
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +79,10 @@ def gcs_emulator():
     host = os.environ.get("STORAGE_EMULATOR_HOST")
     proc = None
     if not host:
-        port = _free_port()
-        exe = shutil.which("gcp-storage-emulator") or os.path.join(os.path.dirname(sys.executable),
-                                                                    "gcp-storage-emulator")
-        proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        port = free_port()
+        proc = subprocess.Popen([emulator_executable(), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for_port(port)
+        wait_for_port(port)
         host = f"http://127.0.0.1:{port}"
         os.environ["STORAGE_EMULATOR_HOST"] = host
     yield host

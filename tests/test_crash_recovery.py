@@ -3,7 +3,6 @@ run's output — nothing lost, nothing duplicated, nothing partial visible to re
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -11,35 +10,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import crash_jobs
 import midi_factory
-from conftest import write_corpus
+from conftest import snapshot, write_corpus
 from transforms.batches import completed_batches
 from transforms.melody_dataset import IncompleteDatasetError, open_dataset
 
 pytestmark = pytest.mark.slow
 SEEDS = [int(s) for s in os.environ.get("MELODYFLOW_CRASH_SEEDS", "11,22,33").split(",")]
 JOB = [sys.executable, crash_jobs.__file__]
-
-
-def snapshot(root: Path, sub: str = "") -> dict[str, bytes]:
-    """Every file under ``root`` for exact comparison; JSON reports lose their timing and own location."""
-    out = {}
-    for path in sorted((root / sub).rglob("*")):
-        if not path.is_file():
-            continue
-        data = path.read_bytes()
-        if path.name in ("report.json", "info.json"):
-            doc = json.loads(data)
-            doc.pop("elapsed_s", None)
-            data = json.dumps(doc, sort_keys=True).encode()
-        data = data.replace(str(root).encode(), b"<ROOT>")
-        out[path.relative_to(root).as_posix()] = data
-    return out
 
 
 def run_job(*args: str) -> float:

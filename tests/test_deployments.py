@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 import midi_factory
-from conftest import write_corpus
+from conftest import free_port, write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -89,12 +88,6 @@ def test_dockerfiles_install_existing_extras_and_code():
     assert "pip uninstall -y tensorflow-cpu" in (DEPLOY / "docker" / "Dockerfile.gpu").read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _prefect(args, env, **kw):
     return subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=kw.pop("timeout", 180), **kw)
@@ -102,7 +95,7 @@ def _prefect(args, env, **kw):
 
 @pytest.mark.slow
 def test_deploy_all_then_a_process_worker_runs_the_nightly_ingestion(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "MELODYFLOW_HOME": str(ROOT), "PREFECT_LOGGING_LEVEL": "INFO"}

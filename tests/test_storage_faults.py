@@ -4,11 +4,8 @@ or left looking complete."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +15,7 @@ import pytest
 
 import crash_jobs
 import midi_factory
+from conftest import emulator_executable, free_port, snapshot, wait_for_port
 from fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -25,17 +23,11 @@ JOB = [sys.executable, crash_jobs.__file__]
 FAULT_SEEDS = [int(s) for s in os.environ.get("MELODYFLOW_FAULT_SEEDS", "7").split(",")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class DiskEmulator:
     """A private gcp-storage-emulator that keeps objects on disk, so it can be stopped and restarted."""
 
     def __init__(self, base, bucket="faults"):
-        self.base, self.bucket, self.port = str(base), bucket, _free_port()
+        self.base, self.bucket, self.port = str(base), bucket, free_port()
         self.proc = None
 
     @property
@@ -43,20 +35,11 @@ class DiskEmulator:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        exe = shutil.which("gcp-storage-emulator") or os.path.join(os.path.dirname(sys.executable),
-                                                                    "gcp-storage-emulator")
-        self.proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(self.port),
+        self.proc = subprocess.Popen([emulator_executable(), "start", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--default-bucket", self.bucket],
                                      env={**os.environ, "STORAGE_BASE": self.base},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("emulator did not start")
+        wait_for_port(self.port)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -82,22 +65,6 @@ def upload_corpus(fs, prefix: str, n: int) -> None:
     files.update({"bad/empty.mid": b"", "bad/text.mid": b"hello\n", "tunes/dup.mid": files["tunes/t000.mid"]})
     for rel, data in files.items():
         fs.pipe_file(f"{prefix}/{rel}", data)
-
-
-def snapshot(fs, root: str) -> dict[str, bytes]:
-    """All objects under ``root`` (gs://...), JSON reports without timings or their own location."""
-    fs.invalidate_cache()
-    bare = root.split("://", 1)[1]
-    out = {}
-    for path in sorted(fs.find(bare)):
-        data = fs.cat_file(path)
-        name = path.rsplit("/", 1)[-1]
-        if name in ("report.json", "info.json"):
-            doc = json.loads(data)
-            doc.pop("elapsed_s", None)
-            data = json.dumps(doc, sort_keys=True).encode()
-        out[path[len(bare):]] = data.replace(root.encode(), b"<ROOT>")
-    return out
 
 
 def run_jobs(endpoint: str, *jobs: list[str], env: dict | None = None, timeout: float = 400):
@@ -127,7 +94,7 @@ def test_flaky_store_through_a_fault_proxy_gives_the_clean_result(gcs_emulator, 
     assert flaky.returncode == 0, flaky.stderr[-3000:]
     assert proxy.faults >= 5, proxy.counts
     print(f"fault proxy seed {seed}: {dict(proxy.counts)}")  # figures for docs/reliability.md (pytest -s)
-    assert snapshot(fs, f"{gcs_bucket}/flaky") == snapshot(fs, f"{gcs_bucket}/clean")
+    assert snapshot(f"{gcs_bucket}/flaky", fs=fs) == snapshot(f"{gcs_bucket}/clean", fs=fs)
 
 
 def _wait_for_object(fs, prefix: str, timeout: float = 120) -> None:
@@ -159,7 +126,7 @@ def test_emulator_stopped_mid_write_and_restarted_the_run_completes_exactly(disk
 
     clean = run_jobs(disk_emulator.url, ["ingest", f"{bucket}/corpus", f"{bucket}/clean"])
     assert clean.returncode == 0, clean.stderr[-3000:]
-    assert snapshot(fs, f"{bucket}/outage") == snapshot(fs, f"{bucket}/clean")
+    assert snapshot(f"{bucket}/outage", fs=fs) == snapshot(f"{bucket}/clean", fs=fs)
 
 
 def test_emulator_gone_for_good_fails_naming_the_url_and_publishes_nothing(disk_emulator):
@@ -183,4 +150,4 @@ def test_emulator_gone_for_good_fails_naming_the_url_and_publishes_nothing(disk_
     assert again.returncode == 0, again.stderr[-3000:]
     clean = run_jobs(disk_emulator.url, ["ingest", f"{bucket}/corpus", f"{bucket}/clean"])
     assert clean.returncode == 0, clean.stderr[-3000:]
-    assert snapshot(fs, f"{bucket}/outage") == snapshot(fs, f"{bucket}/clean")
+    assert snapshot(f"{bucket}/outage", fs=fs) == snapshot(f"{bucket}/clean", fs=fs)
