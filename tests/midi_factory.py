@@ -222,8 +222,12 @@ def negative_and_zero_length_notes() -> bytes:
     return _raw_midi(0, 96, [body])
 
 
-def huge_file(tracks: int = 16, notes: int = 100_000) -> bytes:
-    """``tracks`` × ``notes`` notes: stresses time and memory limits."""
+def huge_file(tracks: int = 16, notes: int = 100_000, *, song_position: bool = False) -> bytes:
+    """``tracks`` × ``notes`` notes: stresses time and memory limits.
+
+    ``song_position`` starts each track with a system-common message, which sends the file down
+    note-seq's slow path (the compiled reader leaves such files to note-seq).
+    """
     note = b"\x00\x90\x3c\x40\x01\x80\x3c\x00"
-    body = note * notes + b"\x00\xff\x2f\x00"
+    body = (b"\x00\xf2\x00\x00" if song_position else b"") + note * notes + b"\x00\xff\x2f\x00"
     return _raw_midi(1, 480, [body] * tracks)

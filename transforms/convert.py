@@ -1,8 +1,10 @@
 """Score files (MIDI, MusicXML, ABC) → ``NoteSequence`` protos, the pure core of ingestion.
 
-Conversion is delegated to note-seq's own readers so that every sequence equals what
-``note_seq.midi_io.midi_to_note_sequence`` produces; this module adds what Magenta's converter lacks:
-content-derived ids, ABC on Python 3 (text, not bytes), and one error type for every reader failure.
+Every sequence equals what note-seq's own readers produce.  MIDI goes through ``midi_fast`` (a compiled
+reader that reproduces ``note_seq.midi_io.midi_to_note_sequence`` byte for byte, ~20x faster) and falls
+back to note-seq for any file outside the subset that reader handles; MusicXML and ABC use note-seq.  This
+module adds what Magenta's converter lacks: content-derived ids, ABC on Python 3 (text, not bytes), one
+error type for every reader failure, and batches of files per call to the isolated parser process.
 """
 
 from __future__ import annotations
@@ -63,8 +65,12 @@ class ConvertedFile:
 
 
 def preload_readers() -> None:
-    """Import note-seq's readers (seconds) so that per-file time limits measure parsing only."""
+    """Import the readers (seconds) so that per-file time limits measure parsing only."""
     from note_seq import abc_parser, midi_io, musicxml_reader  # noqa: F401
+
+    from transforms import midi_fast
+
+    midi_fast.warm_up()
 
 
 def _midi_to_sequences(data: bytes):
@@ -131,6 +137,12 @@ def convert_file(
     """
     tune_errors: tuple[str, ...] = ()
     if fmt is SourceFormat.MIDI:
+        from transforms.midi_fast import midi_to_sequence_bytes
+
+        sid = sequence_id(fmt, collection, digest)
+        fast = midi_to_sequence_bytes(data, sequence_id=sid, filename=relative_path, collection=collection)
+        if fast is not None:
+            return ConvertedFile(sequences=(fast,), ids=(sid,))
         named = [(None, seq) for seq in _midi_to_sequences(data)]
     elif fmt is SourceFormat.MUSICXML:
         suffix = os.path.splitext(relative_path)[1].lower() or ".xml"
@@ -147,3 +159,31 @@ def convert_file(
         out.append(seq.SerializeToString(deterministic=True))
         ids.append(seq.id)
     return ConvertedFile(sequences=tuple(out), ids=tuple(ids), tune_errors=tune_errors)
+
+
+@dataclass(frozen=True)
+class ConversionRequest:
+    """One file's bytes and naming, as sent to the isolated parser process."""
+
+    data: bytes
+    fmt: SourceFormat
+    relative_path: str
+    collection: str
+    digest: str
+
+
+def convert_files(requests: list[ConversionRequest]) -> list[ConvertedFile | tuple[str, str]]:
+    """Convert many files in one call; a file's failure is returned as ``(error type, message)``.
+
+    Why: one round trip to the isolated parser costs about as much as parsing a small MIDI file with
+    ``midi_fast``, so files travel in batches.  A hang or crash still loses only this call: the caller
+    then retries the batch's files one by one.
+    """
+    out: list[ConvertedFile | tuple[str, str]] = []
+    for r in requests:
+        try:
+            out.append(convert_file(r.data, r.fmt, relative_path=r.relative_path, collection=r.collection,
+                                    digest=r.digest))
+        except Exception as exc:  # noqa: BLE001 - reported per file, like a failed isolated call
+            out.append((type(exc).__name__, str(exc)[:2000]))
+    return out

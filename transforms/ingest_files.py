@@ -6,9 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from transforms import storage
-from transforms.convert import SourceFormat, content_hash, convert_file, format_for_path
+from transforms.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_file,
+                                convert_files, format_for_path)
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
-from transforms.isolation import IsolatedCallError, IsolatedWorker, Limits
+from transforms.isolation import IsolatedCallError, IsolatedWorker, Limits, RemoteError
 from transforms.midi_scan import count_note_ons
 
 
@@ -41,19 +42,17 @@ class IngestSettings:
         return max(1, min(self.max_shards, -(-num_files // self.files_per_shard)))
 
 
-def process_file(
-    entry: FileEntry,
-    *,
-    source: str,
-    settings: IngestSettings,
-    known_hashes: dict[str, str],
-    worker: IsolatedWorker,
-) -> FileOutcome:
-    """Turn one listed file into exactly one outcome; never raises for a bad file.
+@dataclass(frozen=True)
+class _Pending:
+    """A file read, hashed and checked, waiting for the parser."""
 
-    ``known_hashes`` maps content hashes ingested by earlier batches to where they came from, so a
-    file already stored is counted as a duplicate without being parsed again.
-    """
+    base: FileOutcome
+    request: ConversionRequest
+
+
+def _prepare(entry: FileEntry, *, source: str, settings: IngestSettings,
+             known_hashes: dict[str, str]) -> FileOutcome | _Pending:
+    """Everything before parsing: an outcome already decided, or the request to convert."""
     fmt = format_for_path(entry.path)
     base = FileOutcome(path=entry.path, size=entry.size, status=FileStatus.FAILED,
                        format=fmt.value if fmt else "")
@@ -87,13 +86,76 @@ def process_file(
         if notes is not None and notes > settings.max_notes:
             return failed("too_many_notes", f"file has more than {settings.max_notes} note-on events "
                                             f"(the limit); refused before parsing")
+    return _Pending(base, ConversionRequest(data, fmt, entry.path, settings.collection, digest))
+
+
+def _finish(pending: _Pending, result: ConvertedFile | IsolatedCallError) -> FileOutcome:
+    if isinstance(result, IsolatedCallError):
+        return replace(pending.base, reason=result.reason, error=storage.redact(str(result)))
+    return replace(pending.base, status=FileStatus.CONVERTED, sequences=result.sequences,
+                   sequence_ids=result.ids, tune_errors=result.tune_errors)
+
+
+def _convert_one(worker: IsolatedWorker, request: ConversionRequest) -> ConvertedFile | IsolatedCallError:
     try:
-        converted = worker.call(convert_file, data, fmt, relative_path=entry.path,
-                                collection=settings.collection, digest=digest)
+        return worker.call(convert_file, request.data, request.fmt, relative_path=request.relative_path,
+                           collection=request.collection, digest=request.digest)
     except IsolatedCallError as exc:
-        return failed(exc.reason, str(exc))
-    return replace(base, status=FileStatus.CONVERTED, sequences=converted.sequences,
-                   sequence_ids=converted.ids, tune_errors=converted.tune_errors)
+        return exc
+
+
+def _convert_batch(worker: IsolatedWorker, batch: list[_Pending]) -> list[ConvertedFile | IsolatedCallError]:
+    """One isolated call for the whole batch; after a hang or crash, each file alone."""
+    if len(batch) == 1:
+        return [_convert_one(worker, batch[0].request)]
+    try:
+        results = worker.call(convert_files, [p.request for p in batch])
+    except IsolatedCallError:
+        return [_convert_one(worker, p.request) for p in batch]
+    return [RemoteError(*r) if isinstance(r, tuple) else r for r in results]
+
+
+def process_files(
+    entries: Iterable[FileEntry],
+    *,
+    source: str,
+    settings: IngestSettings,
+    known_hashes: dict[str, str],
+    worker: IsolatedWorker,
+    batch_bytes: int = 4 * 1024 * 1024,
+) -> list[FileOutcome]:
+    """Turn each listed file into exactly one outcome, in order; never raises for a bad file.
+
+    ``known_hashes`` maps content hashes ingested by earlier batches to where they came from, so a
+    file already stored is counted as a duplicate without being parsed again.  Files are parsed in
+    batches of up to ``batch_bytes`` per isolated call; a batch that hangs or crashes the parser is
+    retried file by file, so the culprit gets its own timeout or crash reason and the others convert.
+    """
+    results: list[FileOutcome | None] = []
+    batch: list[tuple[int, _Pending]] = []
+
+    def flush() -> None:
+        for (i, pending), result in zip(batch, _convert_batch(worker, [p for _, p in batch])):
+            results[i] = _finish(pending, result)
+        batch.clear()
+
+    for entry in entries:  # read while batching, so at most ``batch_bytes`` plus one file are held
+        prepared = _prepare(entry, source=source, settings=settings, known_hashes=known_hashes)
+        results.append(prepared if isinstance(prepared, FileOutcome) else None)
+        if isinstance(prepared, _Pending):
+            batch.append((len(results) - 1, prepared))
+            if sum(len(p.request.data) for _, p in batch) >= batch_bytes:
+                flush()
+    if batch:
+        flush()
+    return results  # type: ignore[return-value] - every slot is filled by now
+
+
+def process_file(entry: FileEntry, *, source: str, settings: IngestSettings, known_hashes: dict[str, str],
+                 worker: IsolatedWorker) -> FileOutcome:
+    """:func:`process_files` for a single file."""
+    return process_files([entry], source=source, settings=settings, known_hashes=known_hashes,
+                         worker=worker)[0]
 
 
 def resolve_duplicates(outcomes: Iterable[FileOutcome]) -> list[FileOutcome]:

@@ -10,7 +10,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import batches, progress, storage
 from transforms.convert import preload_readers
-from transforms.ingest_files import process_file, resolve_duplicates
+from transforms.ingest_files import process_files, resolve_duplicates
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
@@ -38,9 +38,8 @@ class ConvertFilesDoFn(beam.DoFn):
             self._worker.close()
 
     def process(self, chunk: list[FileEntry]):
-        for entry in chunk:
-            outcome = process_file(entry, source=self._source, settings=self._settings,
-                                   known_hashes=self._known, worker=self._worker)
+        for outcome in process_files(chunk, source=self._source, settings=self._settings,
+                                     known_hashes=self._known, worker=self._worker):
             Metrics.counter("ingest", f"files_{outcome.status.value}").inc()
             if outcome.reason:
                 Metrics.counter("ingest", f"failed_{outcome.reason}").inc()
