@@ -260,3 +260,17 @@ def test_mutated_files_never_disagree_with_note_seq():
         if fast is not None:
             ref = _reference(bytes(data))
             assert ref is not None and fast == _with_ids(ref, "", "", ""), i
+
+
+def test_mido_quirks_unknown_meta_loses_its_delta_and_checked_values_fall_back():
+    # mido builds an unknown meta event without its delta time: the first note-off lands on its note-on's
+    # tick (a zero-length note, dropped) and everything after moves 0.5 s earlier.
+    seq = _check(_file([_track([(0, on(0, 60)), (480, _meta(0x60, b"\x00")), (0, off(0, 60)),
+                                (480, on(0, 62)), (480, off(0, 62))])]))
+    assert [(n.pitch, n.start_time, n.end_time) for n in seq.notes] == [(62, 0.5, 1.0)]
+    # mido refuses these while reading: the fast reader must leave them to note-seq.
+    refused = [_file([_track([(0, b"\xf0\x03\x01\x80\xf7")])]),  # a sysex data byte over 127
+               _file([_track([(0, time_sig(4, 29))])]),  # 2**29: math.log(2**29, 2) is not an integer
+               _file([_track([(0, _meta(0x54, bytes([0xE0, 0, 0, 0, 0])))])])]  # bad SMPTE frame rate
+    for data in refused:
+        assert midi_to_sequence_bytes(data) is None and _reference(data) is None

@@ -24,6 +24,7 @@ Exactness is by construction, not by tolerance:
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -33,6 +34,8 @@ from numba import njit
 _NOTE_OFF, _NOTE_ON, _PROGRAM, _CONTROL, _PITCHWHEEL, _TRACK_NAME, _TEMPO, _TIME_SIG, _KEY_SIG = range(1, 10)
 _MAX_TICK = 10_000_000  # pretty_midi.MAX_TICK
 _MAX_MESSAGE_LENGTH = 1_000_000  # mido's limit on meta/sysex payloads
+# mido refuses a time-signature denominator 2**k when ``math.log(2**k, 2)`` is not an integer (float error).
+_DENOMINATOR_REFUSED = np.array([math.log(2**k, 2) != int(math.log(2**k, 2)) for k in range(256)])
 _SOURCE_INFO = b"\x6a\x04\x10\x03\x18\x02"  # SourceInfo{encoding_type: MIDI, parser: PRETTY_MIDI}
 
 
@@ -118,7 +121,7 @@ def _tokenize(data, fill, ev_track, ev_tick, ev_kind, ev_a, ev_b, ev_off, ev_len
                 pos += length
                 if (meta == 0x00 and length == 1) or (meta == 0x20 and length == 0):
                     return False, 0, 0, 0
-                if meta == 0x54 and (length < 5 or (data[off] >> 5) > 3):
+                if meta == 0x54:  # SMPTE offsets: rare, and mido checks each field
                     return False, 0, 0, 0
                 if meta == 0x03:
                     kind = _TRACK_NAME
@@ -135,7 +138,7 @@ def _tokenize(data, fill, ev_track, ev_tick, ev_kind, ev_a, ev_b, ev_off, ev_len
                     kind = _TIME_SIG
                     a = data[off]
                     b = data[off + 1]
-                    if track == 0 and (a == 0 or b > 30):
+                    if _DENOMINATOR_REFUSED[b] or (track == 0 and (a == 0 or b > 30)):
                         return False, 0, 0, 0
                 elif meta == 0x59:
                     if length < 2:
@@ -150,6 +153,14 @@ def _tokenize(data, fill, ev_track, ev_tick, ev_kind, ev_a, ev_b, ev_off, ev_len
                 length, pos = _varlen(data, pos, end)
                 if pos < 0 or length > _MAX_MESSAGE_LENGTH or pos + length > end:
                     return False, 0, 0, 0
+                lo, hi = pos, pos + length  # mido strips one leading F0 and one trailing F7, checks the rest
+                if lo < hi and data[lo] == 0xF0:
+                    lo += 1
+                if lo < hi and data[hi - 1] == 0xF7:
+                    hi -= 1
+                for k in range(lo, hi):
+                    if data[k] > 127:
+                        return False, 0, 0, 0
                 pos += length
             elif status > 0xF0:
                 return False, 0, 0, 0
@@ -387,21 +398,196 @@ def _encode_messages(tag, values, tags, doubles, n_items):
     return out
 
 
-def _messages(tag: int, fields: list[tuple[int, bool, np.ndarray]]) -> bytes:
-    """Encode ``[(tag byte, is_double, column)]`` rows as repeated submessages."""
-    n = len(fields[0][2])
-    if not n:
-        return b""
-    values = np.stack([np.ascontiguousarray(col, dtype=np.float64).view(np.int64) if is_double
-                       else np.asarray(col, dtype=np.int64) for _, is_double, col in fields])
-    tags = np.array([t for t, _, _ in fields], dtype=np.int64)
-    doubles = np.array([d for _, d, _ in fields], dtype=np.bool_)
-    return _encode_messages(tag, values, tags, doubles, n).tobytes()
+@njit(cache=True)
+def _tempo_map(division, tempo_ticks, tempo_values):
+    """pretty_midi's ``_tick_scales`` and the time at which each starts (its float64 ops, in order)."""
+    starts = np.zeros(len(tempo_ticks) + 1, np.int64)
+    scales = np.zeros(len(tempo_ticks) + 1, np.float64)
+    scales[0] = 60.0 / (120.0 * division)
+    n = 1
+    for i in range(len(tempo_ticks)):
+        if tempo_ticks[i] == 0:
+            bpm = 6e7 / tempo_values[i]
+            scales[0] = 60.0 / (bpm * division)
+            n = 1
+        else:
+            scale = 60.0 / ((6e7 / tempo_values[i]) * division)
+            if scale != scales[n - 1]:
+                starts[n] = tempo_ticks[i]
+                scales[n] = scale
+                n += 1
+    offsets = np.zeros(n, np.float64)
+    for i in range(1, n):  # ``last_end_time + tick_scale * ticks``, segment by segment
+        offsets[i] = offsets[i - 1] + scales[i - 1] * np.float64(starts[i] - starts[i - 1])
+    return starts[:n], scales[:n], offsets
+
+
+@njit(cache=True)
+def _seconds(ticks, starts, scales, offsets):
+    out = np.empty(len(ticks), np.float64)
+    for j in range(len(ticks)):
+        tick = ticks[j]
+        lo, hi = 0, len(starts)
+        while hi - lo > 1:  # the last tempo segment starting at or before ``tick``
+            mid = (lo + hi) // 2
+            if starts[mid] <= tick:
+                lo = mid
+            else:
+                hi = mid
+        out[j] = offsets[lo] + scales[lo] * np.float64(tick - starts[lo])
+    return out
+
+
+@njit(cache=True)
+def _list_members(list_ids, events, wanted):
+    """Events of each wanted list (lists may repeat), in list then append order, and each one's owner."""
+    n_lists = 1
+    for x in list_ids:
+        n_lists = max(n_lists, x + 1)
+    for x in wanted:
+        n_lists = max(n_lists, x + 1)
+    first = np.zeros(n_lists + 1, np.int64)
+    for x in list_ids:
+        first[x + 1] += 1
+    for i in range(n_lists):
+        first[i + 1] += first[i]
+    fill = first[:-1].copy()
+    grouped = np.empty(len(events), np.int64)
+    for k in range(len(events)):
+        grouped[fill[list_ids[k]]] = events[k]
+        fill[list_ids[k]] += 1
+    total = 0
+    for w in wanted:
+        total += first[w + 1] - first[w]
+    out = np.empty(total, np.int64)
+    owner = np.empty(total, np.int64)
+    pos = 0
+    for i in range(len(wanted)):
+        for k in range(first[wanted[i]], first[wanted[i] + 1]):
+            out[pos] = grouped[k]
+            owner[pos] = i
+            pos += 1
+    return out, owner
+
+
+@njit(cache=True)
+def _sequence_fields(data):
+    """NoteSequence fields 4–11 as wire bytes, plus each instrument's name (offset, length or -1).
+
+    ``ok`` is False when the file is outside the reproduced subset.
+    """
+    none = np.zeros(0, np.int64)
+    ok, count, division, _ = _tokenize(data, False, none, none, none, none, none, none, none)
+    if not ok:
+        return False, np.zeros(0, np.uint8), none, none
+    track = np.empty(count, np.int64)
+    tick = np.empty(count, np.int64)
+    kind = np.empty(count, np.int64)
+    a = np.empty(count, np.int64)
+    b = np.empty(count, np.int64)
+    where = np.empty(count, np.int64)  # a channel message's channel; a meta event's payload offset
+    length = np.empty(count, np.int64)
+    _tokenize(data, True, track, tick, kind, a, b, where, length)
+    (note_inst, note_pitch, note_vel, note_start, note_end, inst_program, inst_channel, inst_name,
+     inst_cc, inst_pb, cc_list, cc_event, pb_list, pb_event) = _pair_notes(track, tick, kind, a, b, where)
+
+    first_track = track == 0
+    tempo_at = np.flatnonzero(first_track & (kind == _TEMPO))
+    starts, scales, offsets = _tempo_map(division, tick[tempo_at], a[tempo_at])
+
+    # 4 ticks_per_quarter; 5 time signatures, 6 key signatures, 7 tempos: from the first track only.
+    head = np.empty(11, np.uint8)
+    head[0] = 0x20
+    head_len = _put_varint(head, 1, division)
+    sig = np.flatnonzero(first_track & (kind == _TIME_SIG))
+    values = np.zeros((3, len(sig)), np.int64)
+    values[0] = _seconds(tick[sig], starts, scales, offsets).view(np.int64)
+    values[1] = a[sig]
+    values[2] = np.left_shift(1, b[sig])
+    time_sigs = _encode_messages(0x2A, values, np.array([0x09, 0x10, 0x18]), np.array([True, False, False]),
+                                 len(sig))
+    key = np.flatnonzero(first_track & (kind == _KEY_SIG))
+    values = np.zeros((3, len(key)), np.int64)
+    values[0] = _seconds(tick[key], starts, scales, offsets).view(np.int64)
+    for j in range(len(key)):  # sharps/flats and mode → tonic pitch class (of the relative minor)
+        values[1, j] = (7 * a[key[j]] + 9 * b[key[j]]) % 12
+        values[2, j] = b[key[j]]
+    key_sigs = _encode_messages(0x32, values, np.array([0x09, 0x10, 0x18]), np.array([True, False, False]),
+                                len(key))
+    values = np.zeros((2, len(starts)), np.int64)
+    values[0] = offsets.view(np.int64)
+    qpm = np.empty(len(starts), np.float64)
+    for j in range(len(starts)):
+        qpm[j] = 60.0 / (scales[j] * division)
+    values[1] = qpm.view(np.int64)
+    tempos = _encode_messages(0x3A, values, np.array([0x09, 0x11]), np.array([True, True]), len(starts))
+
+    # 8 notes, instrument by instrument in creation order (a stable counting sort); 9 the last note-off.
+    n_inst = len(inst_program)
+    first = np.zeros(n_inst + 1, np.int64)
+    for i in note_inst:
+        first[i + 1] += 1
+    for i in range(n_inst):
+        first[i + 1] += first[i]
+    order = np.empty(len(note_inst), np.int64)
+    for k in range(len(note_inst)):
+        order[first[note_inst[k]]] = k
+        first[note_inst[k]] += 1
+    inst = note_inst[order]
+    drum = (inst_channel == 9).astype(np.int64)
+    ends = _seconds(note_end[order], starts, scales, offsets)
+    values = np.zeros((7, len(order)), np.int64)
+    values[0] = note_pitch[order]
+    values[1] = note_vel[order]
+    values[2] = _seconds(note_start[order], starts, scales, offsets).view(np.int64)
+    values[3] = ends.view(np.int64)
+    values[4] = inst
+    values[5] = inst_program[inst]
+    values[6] = drum[inst]
+    notes = _encode_messages(0x42, values, np.array([0x08, 0x10, 0x19, 0x21, 0x38, 0x40, 0x48]),
+                             np.array([False, False, True, True, False, False, False]), len(order))
+    total = np.zeros(9, np.uint8)
+    total_len = 0
+    if len(ends) and ends.max() != 0.0:
+        bits = np.array([ends.max()]).view(np.int64)[0]
+        total[0] = 0x49
+        for k in range(8):
+            total[1 + k] = (bits >> (8 * k)) & 0xFF
+        total_len = 9
+
+    # 10 pitch bends, 11 control changes: each instrument's (possibly shared) list.
+    bend, owner = _list_members(pb_list, pb_event, inst_pb)
+    values = np.zeros((5, len(bend)), np.int64)
+    values[0] = _seconds(tick[bend], starts, scales, offsets).view(np.int64)
+    values[1] = a[bend]
+    values[2] = owner
+    values[3] = inst_program[owner]
+    values[4] = drum[owner]
+    bends = _encode_messages(0x52, values, np.array([0x09, 0x10, 0x18, 0x20, 0x28]),
+                             np.array([True, False, False, False, False]), len(bend))
+    control, owner = _list_members(cc_list, cc_event, inst_cc)
+    values = np.zeros((6, len(control)), np.int64)
+    values[0] = _seconds(tick[control], starts, scales, offsets).view(np.int64)
+    values[1] = a[control]
+    values[2] = b[control]
+    values[3] = owner
+    values[4] = inst_program[owner]
+    values[5] = drum[owner]
+    controls = _encode_messages(0x5A, values, np.array([0x09, 0x10, 0x18, 0x20, 0x28, 0x30]),
+                                np.array([True, False, False, False, False, False]), len(control))
+
+    name_off = np.full(n_inst, -1, np.int64)
+    name_len = np.zeros(n_inst, np.int64)
+    for i in range(n_inst):
+        if inst_name[i] >= 0:
+            name_off[i] = where[inst_name[i]]
+            name_len[i] = length[inst_name[i]]
+    body = np.concatenate((head[:head_len], time_sigs, key_sigs, tempos, notes, total[:total_len], bends,
+                           controls))
+    return True, body, name_off, name_len
 
 
 def _wire_varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -414,124 +600,24 @@ def _wire_bytes(field: int, payload: bytes) -> bytes:
     return _wire_varint((field << 3) | 2) + _wire_varint(len(payload)) + payload if payload else b""
 
 
-def _wire_double(field: int, value: float) -> bytes:
-    return _wire_varint((field << 3) | 1) + struct.pack("<d", value) if value != 0.0 else b""
-
-
-def _wire_int(field: int, value: int) -> bytes:
-    return _wire_varint(field << 3) + _wire_varint(int(value)) if value else b""
-
-
-def _submessage(field: int, payload: bytes) -> bytes:
-    return _wire_varint((field << 3) | 2) + _wire_varint(len(payload)) + payload
-
-
-class _TempoMap:
-    """pretty_midi's tick → seconds map, evaluated only at the ticks asked for (same float64 ops)."""
-
-    def __init__(self, resolution: int, tempo_ticks, tempo_values):
-        scales = [(0, 60.0 / (120.0 * resolution))]
-        for tick, tempo in zip(tempo_ticks, tempo_values):
-            if tick == 0:
-                bpm = 6e7 / tempo
-                scales = [(0, 60.0 / (bpm * resolution))]
-            else:
-                scale = 60.0 / ((6e7 / tempo) * resolution)
-                if scale != scales[-1][1]:
-                    scales.append((tick, scale))
-        self.resolution = resolution
-        self.starts = np.array([s for s, _ in scales], dtype=np.int64)
-        self.scales = np.array([s for _, s in scales], dtype=np.float64)
-        offsets = np.zeros(len(scales), dtype=np.float64)
-        for i in range(1, len(scales)):  # ``last_end_time + tick_scale * ticks`` segment by segment
-            offsets[i] = offsets[i - 1] + self.scales[i - 1] * np.float64(self.starts[i] - self.starts[i - 1])
-        self.offsets = offsets
-
-    def seconds(self, ticks: np.ndarray) -> np.ndarray:
-        if len(self.starts) == 1:
-            return self.scales[0] * ticks.astype(np.float64)
-        seg = np.searchsorted(self.starts, ticks, side="right") - 1
-        return self.offsets[seg] + self.scales[seg] * (ticks - self.starts[seg]).astype(np.float64)
-
-    def tempos(self) -> list[tuple[float, float]]:
-        return [(float(t), 60.0 / (float(s) * self.resolution)) for t, s in zip(self.offsets, self.scales)]
-
-
-def _concat_lists(list_ids: np.ndarray, events: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Event indices of each wanted list, in list order then append order (lists may repeat), and the
-    number taken from each list."""
-    order = np.argsort(list_ids, kind="stable")
-    sorted_ids = list_ids[order]
-    lo = np.searchsorted(sorted_ids, wanted, side="left")
-    hi = np.searchsorted(sorted_ids, wanted, side="right")
-    picked = [events[order[a:b]] for a, b in zip(lo, hi)]
-    return (np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)), hi - lo
-
-
 def midi_to_sequence_bytes(data: bytes, *, sequence_id: str = "", filename: str = "",
                            collection: str = "") -> bytes | None:
     """The deterministic serialization of note-seq's NoteSequence for ``data``, or ``None``.
 
-    ``None`` means the file is outside the subset reproduced here; run note-seq on it.
+    ``None`` means the file is outside the subset reproduced here; run note-seq on it.  ``sequence_id``,
+    ``filename`` and ``collection`` fill fields 1–3, as ingestion sets them on note-seq's result.
     """
-    buf = np.frombuffer(data, dtype=np.uint8)
-    empty = np.zeros(0, dtype=np.int64)
-    ok, count, division, _ = _tokenize(buf, False, empty, empty, empty, empty, empty, empty, empty)
+    ok, body, name_off, name_len = _sequence_fields(np.frombuffer(data, dtype=np.uint8))
     if not ok:
         return None
-    # ``where`` is the channel of a channel message and the payload offset of a meta event.
-    track, tick, kind, a, b, where, length = (np.empty(count, dtype=np.int64) for _ in range(7))
-    _tokenize(buf, True, track, tick, kind, a, b, where, length)
-    first = track == 0
-    tempo_at = first & (kind == _TEMPO)
-    tempo_map = _TempoMap(division, tick[tempo_at].tolist(), a[tempo_at].tolist())
-
-    (note_inst, note_pitch, note_vel, note_start, note_end, inst_program, inst_channel, inst_name,
-     inst_cc, inst_pb, cc_list, cc_event, pb_list, pb_event) = _pair_notes(track, tick, kind, a, b, where)
-
-    # Fields 1–7: ids, resolution, time and key signatures, tempos (first track only).
-    head = [_wire_bytes(1, sequence_id.encode()), _wire_bytes(2, filename.encode()),
-            _wire_bytes(3, collection.encode()), _wire_int(4, division)]
-    sig = np.flatnonzero(first & (kind == _TIME_SIG))
-    for i, t in zip(sig.tolist(), tempo_map.seconds(tick[sig]).tolist()):
-        head.append(_submessage(5, _wire_double(1, t) + _wire_int(2, int(a[i])) + _wire_int(3, 2 ** int(b[i]))))
-    keys = np.flatnonzero(first & (kind == _KEY_SIG))
-    for i, t in zip(keys.tolist(), tempo_map.seconds(tick[keys]).tolist()):
-        minor = int(b[i])
-        tonic = (7 * int(a[i]) + 9 * minor) % 12  # sharps/flats → tonic pitch class (relative minor)
-        head.append(_submessage(6, _wire_double(1, t) + _wire_int(2, tonic) + _wire_int(3, minor)))
-    for t, qpm in tempo_map.tempos():
-        head.append(_submessage(7, _wire_double(1, t) + _wire_double(2, qpm)))
-
-    # Field 8: notes, instrument by instrument in creation order; field 9: the last note-off.
-    order = np.argsort(note_inst, kind="stable")
-    inst = note_inst[order]
-    drum = (inst_channel == 9).astype(np.int64)
-    starts, ends = tempo_map.seconds(note_start[order]), tempo_map.seconds(note_end[order])
-    notes = _messages(0x42, [(0x08, False, note_pitch[order]), (0x10, False, note_vel[order]),
-                             (0x19, True, starts), (0x21, True, ends), (0x38, False, inst),
-                             (0x40, False, inst_program[inst]), (0x48, False, drum[inst])])
-    total = _wire_double(9, float(ends.max())) if len(ends) else b""
-
-    # Fields 10, 11: each instrument's (possibly shared) pitch-bend and control-change lists.
-    per_inst = np.arange(len(inst_program))
-    events, sizes = _concat_lists(pb_list, pb_event, inst_pb)
-    owner = np.repeat(per_inst, sizes)
-    bends = _messages(0x52, [(0x09, True, tempo_map.seconds(tick[events])), (0x10, False, a[events]),
-                             (0x18, False, owner), (0x20, False, inst_program[owner]), (0x28, False, drum[owner])])
-    events, sizes = _concat_lists(cc_list, cc_event, inst_cc)
-    owner = np.repeat(per_inst, sizes)
-    controls = _messages(0x5A, [(0x09, True, tempo_map.seconds(tick[events])), (0x10, False, a[events]),
-                                (0x18, False, b[events]), (0x20, False, owner),
-                                (0x28, False, inst_program[owner]), (0x30, False, drum[owner])])
-
-    # Fields 13, 23: source info; names of instruments whose track had a name when they were created.
-    infos = []
-    for number, event in enumerate(inst_name.tolist()):
-        if event >= 0 and length[event]:
-            name = data[where[event]:where[event] + length[event]].decode("latin-1")
-            infos.append(_submessage(23, _wire_int(1, number) + _wire_bytes(2, name.encode())))
-    return b"".join([*head, notes, total, bends, controls, _SOURCE_INFO, *infos])
+    parts = [_wire_bytes(1, sequence_id.encode()), _wire_bytes(2, filename.encode()),
+             _wire_bytes(3, collection.encode()), body.tobytes(), _SOURCE_INFO]
+    for number, (off, size) in enumerate(zip(name_off.tolist(), name_len.tolist())):
+        if size > 0:  # 23 instrument_infos: instruments whose track was named when they were created
+            name = data[off:off + size].decode("latin-1").encode()
+            info = (_wire_varint(0x08) + _wire_varint(number) if number else b"") + _wire_bytes(2, name)
+            parts.append(b"\xba\x01" + _wire_varint(len(info)) + info)
+    return b"".join(parts)
 
 
 def warm_up() -> None:
