@@ -1,140 +1,188 @@
-"""Benchmark: MIDI → NoteSequence, the note-seq reference against melodyflow's ingestion, in one run.
+"""Benchmark: score files → NoteSequences, note-seq (the reference) against melodyflow, in one run.
 
-    .venv/bin/python bench/ingest.py [CORPUS] [--workers 1,2]
+    .venv/bin/python bench/ingest.py [CORPUS] [--workers 1,2] [--no-job]
 
-CORPUS defaults to the demo corpus (built or taken from the cache). For each worker count it times
-- the reference: note-seq's ``midi_to_note_sequence`` over every MIDI file, in ``workers`` processes
-  (``multiprocessing.Pool``), reading and parsing only;
-- melodyflow: ``run_ingest_pipeline`` (Beam FnApiRunner, isolated parser processes, shards, manifest,
-  read-back check, marker) into a fresh DATA_ROOT, in its own process;
-and prints files/s, notes/s and peak RSS (largest single process) for both, the ratio, and how many
-of melodyflow's NoteSequences equal the reference's field for field (ids and collection aside).
-Each side runs in a fresh interpreter so imports and start-up are counted the same way for both.
+CORPUS defaults to the demo corpus; ../shared/corpora/nottingham gives the figures in
+docs/performance.md. For each worker count it runs, each in a fresh interpreter:
+- reference: note-seq's readers (``midi_to_note_sequence`` for MIDI) over every score file in a
+  ``multiprocessing.Pool`` of that many processes — on the corpus, and on the corpus plus a distinct copy;
+- melodyflow stage: melodyflow's per-file work (read, hash, compiled MIDI reader with note-seq fallback)
+  in the same kind of pool;
+- melodyflow job: the real ingestion job (``run_ingest_pipeline``: Beam, isolated parser for what the
+  compiled reader leaves, shards, manifest, marker) on the corpus and on the doubled corpus.
+It prints files/s and notes/s per stage (work only, per core) and per whole process (marginal, from the
+1x and 2x runs, with start-up shown apart), peak RSS, the ratios, and how many NoteSequences are
+byte-identical between the reference and melodyflow's job output.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-_REFERENCE = r"""
-import json, os, resource, sys, time, warnings
-from multiprocessing import Pool
-warnings.filterwarnings("ignore")
-corpus, workers, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+import _harness as h  # noqa: E402
 
-def parse(path):
-    import note_seq
-    from note_seq import midi_io
+# Per-file work of both pool runs; ``KIND`` picks the reference (note-seq) or melodyflow.
+_POOL = r"""
+import hashlib, json, os, sys, time
+started = time.perf_counter()
+kind, corpus, workers, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+EXT = (".mid", ".midi", ".kar", ".abc", ".xml", ".mxl", ".musicxml")
+
+def warm(_=None):
+    import warnings
+    warnings.simplefilter("ignore")
+    if kind == "reference":
+        from note_seq import abc_parser, midi_io, musicxml_reader  # noqa: F401
+    else:
+        from transforms.convert import preload_readers
+        preload_readers()  # note-seq for ABC/MusicXML and the MIDI fallback, and the compiled reader
+    return os.getpid()
+
+def convert(rel):
+    from transforms.convert import content_hash, format_for_path, sequence_id, convert_file, SourceFormat
+    with open(os.path.join(corpus, rel), "rb") as fh:
+        data = fh.read()
+    digest = content_hash(data)
+    fmt = format_for_path(rel)
     try:
-        with open(path, "rb") as fh:
-            seq = midi_io.midi_to_note_sequence(fh.read())
+        if kind == "reference" and fmt is SourceFormat.MIDI:
+            from note_seq import midi_io
+            seq = midi_io.midi_to_note_sequence(data)
+            seq.id, seq.filename, seq.collection_name = sequence_id(fmt, "bench", digest), rel, "bench"
+            blobs = [seq.SerializeToString(deterministic=True)]
+        else:  # melodyflow; and the reference for ABC/MusicXML, which melodyflow leaves to note-seq too
+            blobs = list(convert_file(data, fmt, relative_path=rel, collection="bench", digest=digest).sequences)
     except Exception:
-        return path, None, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return path, seq.SerializeToString(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rel, None
+    return rel, blobs
 
 if __name__ == "__main__":
-    started = time.perf_counter()
-    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(corpus) for f in fs
-                   if f.lower().endswith((".mid", ".midi", ".kar")))
-    with Pool(workers) as pool:
-        results = pool.map(parse, paths, chunksize=16)
+    from multiprocessing import Pool
+    paths = sorted(os.path.relpath(os.path.join(d, f), corpus) for d, _, fs in os.walk(corpus) for f in fs
+                   if f.lower().endswith(EXT))
+    with Pool(workers, initializer=warm) as pool:
+        pool.map(warm, range(workers * 4), chunksize=1)
+        t0 = time.perf_counter()
+        results = pool.map(convert, paths, chunksize=8)
+        work = time.perf_counter() - t0
     wall = time.perf_counter() - started
     from note_seq import NoteSequence
-    notes, peak, sequences = 0, 0, {}
-    for path, blob, rss in results:
-        peak = max(peak, rss)
-        if blob is not None:
-            seq = NoteSequence.FromString(blob)
-            notes += len(seq.notes)
-            sequences[os.path.relpath(path, corpus)] = blob.hex()
-    json.dump({"wall": wall, "files": len(paths), "notes": notes, "peak_mb": peak / 1024,
-               "sequences": sequences}, open(out, "w"))
+    notes, digests = 0, {}
+    for rel, blobs in results:
+        for blob in blobs or ():
+            notes += len(NoteSequence.FromString(blob).notes)
+            digests.setdefault(rel, []).append(hashlib.sha256(blob).hexdigest())
+    json.dump({"files": len(paths), "work_s": work, "wall_s": wall, "notes": notes, "digests": digests,
+               "rss": peak_rss_mb()}, open(out, "w"))
 """
 
-_MELODYFLOW = r"""
-import json, os, resource, sys, time
-sys.path.insert(0, sys.argv[4])
-corpus, workers, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+_JOB = r"""
+import hashlib, json, os, sys, tempfile, time
 started = time.perf_counter()
-from transforms.batches import completed_batches, plan_ingest
+corpus, workers, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+from transforms.batches import completed_batches, plan_ingest, read_sequences
 from transforms.ingest_files import IngestSettings
 from transforms.ingest_pipeline import run_ingest_pipeline
 from transforms.runners import RunnerConfig
-import tempfile
-data = tempfile.mkdtemp()
+data = tempfile.mkdtemp(prefix="melodyflow-bench-data-")
 plan = plan_ingest(corpus, data, IngestSettings(collection="bench"))
 report = run_ingest_pipeline(plan, RunnerConfig(workers=workers))
 wall = time.perf_counter() - started
+rss = peak_rss_mb()
 from note_seq import NoteSequence
-from transforms.batches import read_sequences
-notes, sequences = 0, {}
+notes, digests = 0, {}
 for batch in completed_batches(data):
     for blob in read_sequences(batch):
         seq = NoteSequence.FromString(blob)
         notes += len(seq.notes)
-        rel = seq.filename
-        seq.id = seq.collection_name = seq.filename = ""
-        seq.source_info.Clear()
-        sequences[rel] = seq.SerializeToString().hex()
-peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-json.dump({"wall": wall, "files": report["counts"]["found"], "notes": notes, "peak_mb": peak / 1024,
-           "sequences": sequences}, open(out, "w"))
+        digests.setdefault(seq.filename, []).append(hashlib.sha256(blob).hexdigest())
+import shutil
+shutil.rmtree(data)
+json.dump({"files": report["counts"]["found"], "wall_s": wall, "notes": notes, "digests": digests,
+           "counts": report["counts"], "rss": rss}, open(out, "w"))
 """
 
 
-def _run(script: str, *args: str) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        proc = subprocess.run([sys.executable, "-c", script, *args[:2], out.name, *args[2:]],
-                              capture_output=True, text=True, cwd=ROOT)
-        if proc.returncode != 0:
-            raise SystemExit(proc.stderr[-3000:])
-        return json.load(open(out.name))
+def _identical(ref: dict, ours: dict) -> tuple[int, int]:
+    """Files whose sequences are byte-identical, of the files both sides converted."""
+    common = set(ref["digests"]) & set(ours["digests"])
+    return sum(sorted(ref["digests"][k]) == sorted(ours["digests"][k]) for k in common), len(common)
 
 
-def _comparable(hex_blob: str) -> bytes:
-    from note_seq import NoteSequence
+def measure(corpus: str, workers: list[int], job: bool = True) -> list[dict]:
+    scratch = h.scratch_dir()
+    try:
+        doubled = h.scaled_corpus(corpus, 2, os.path.join(scratch, "x2"))
+        rows = []
+        for w in workers:
+            row = {"workers": w}
+            row["ref"] = h.run_python(_POOL, "reference", corpus, str(w))
+            row["ref2"] = h.run_python(_POOL, "reference", doubled, str(w))
+            row["stage"] = h.run_python(_POOL, "melodyflow", corpus, str(w))
+            if job:
+                row["job"] = h.run_python(_JOB, corpus, str(w))
+                row["job2"] = h.run_python(_JOB, doubled, str(w))
+                row["identical"] = _identical(row["ref"], row["job"])
+            else:
+                row["identical"] = _identical(row["ref"], row["stage"])
+            rows.append(row)
+        return rows
+    finally:
+        h.remove(scratch)
 
-    seq = NoteSequence.FromString(bytes.fromhex(hex_blob))
-    seq.id = seq.collection_name = seq.filename = ""
-    seq.source_info.Clear()
-    return seq.SerializeToString(deterministic=True)
+
+def report(corpus: str, rows: list[dict]) -> str:
+    files = rows[0]["ref"]["files"]
+    notes = rows[0]["ref"]["notes"]
+    out = [f"corpus: {corpus} ({files} score files, {notes} notes by note-seq)", "",
+           "Stage (work only, warmed-up pool; per core = the 1-worker row):", ""]
+    body = []
+    for r in rows:
+        ref, st = r["ref"], r["stage"]
+        body.append([str(r["workers"]), f"{files / ref['work_s']:.0f}", f"{ref['notes'] / ref['work_s']:.0f}",
+                     f"{files / st['work_s']:.0f}", f"{st['notes'] / st['work_s']:.0f}",
+                     f"**{ref['work_s'] / st['work_s']:.1f}x**"])
+    out.append(h.table(["workers", "note-seq files/s", "note-seq notes/s", "melodyflow files/s",
+                        "melodyflow notes/s", "ratio"], body))
+    if "job" in rows[0]:
+        out += ["", "Whole process (marginal rate from 1x and 2x corpus runs; start-up apart):", ""]
+        body = []
+        for r in rows:
+            ref = h.Marginal(files, r["ref"]["wall_s"], r["ref2"]["wall_s"])
+            job = h.Marginal(files, r["job"]["wall_s"], r["job2"]["wall_s"])
+            body.append([str(r["workers"]), f"{r['ref']['wall_s']:.1f}", f"{ref.rate:.0f}", f"{ref.startup:.1f}",
+                         f"{r['job']['wall_s']:.1f}", f"{job.rate:.0f}", f"{job.startup:.1f}",
+                         f"**{job.rate / ref.rate:.1f}x**",
+                         f"{max(r['ref2']['rss']['self_mb'], r['ref2']['rss']['children_mb']):.0f}",
+                         f"{r['job2']['rss']['self_mb']:.0f} / {r['job2']['rss']['children_mb']:.0f}"])
+        out.append(h.table(["workers", "note-seq wall s", "note-seq files/s", "start-up s", "melodyflow wall s",
+                            "melodyflow files/s", "start-up s", "ratio", "note-seq peak MB",
+                            "melodyflow peak MB main / children"], body))
+        if len(rows) > 1:
+            one = h.Marginal(files, rows[0]["job"]["wall_s"], rows[0]["job2"]["wall_s"]).rate
+            for r in rows[1:]:
+                more = h.Marginal(files, r["job"]["wall_s"], r["job2"]["wall_s"]).rate
+                out.append(f"\nmelodyflow ingestion, {r['workers']} workers vs 1: {more / one:.2f}x (marginal)")
+    for r in rows:
+        same, common = r["identical"]
+        out.append(f"\nworkers={r['workers']}: byte-identical NoteSequences, reference vs melodyflow: "
+                   f"{same}/{common} files")
+    return "\n".join(out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", nargs="?", default=None, help="corpus directory (default: the demo corpus)")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
+    parser.add_argument("--no-job", action="store_true", help="stage comparison only (skip the Beam job runs)")
     args = parser.parse_args()
-    corpus = args.corpus
-    if corpus is None:
-        sys.path.insert(0, ROOT)
-        from transforms.demo_corpus import build_demo_corpus, default_cache_dir
-
-        corpus = default_cache_dir()
-        build_demo_corpus(corpus)
-    rows = []
-    for workers in [int(w) for w in args.workers.split(",")]:
-        ref = _run(_REFERENCE, corpus, str(workers))
-        ours = _run(_MELODYFLOW, corpus, str(workers), ROOT)
-        common = set(ref["sequences"]) & set(ours["sequences"])
-        equal = sum(_comparable(ref["sequences"][k]) == _comparable(ours["sequences"][k]) for k in common)
-        rows.append((workers, ref, ours, equal, len(common)))
-    print(f"corpus: {corpus}")
-    print(f"{'workers':>7} {'path':<22} {'files':>6} {'wall s':>8} {'files/s':>9} {'notes/s':>10} {'peak MB':>8}")
-    for workers, ref, ours, equal, common in rows:
-        for name, r in (("note-seq reference", ref), ("melodyflow ingest", ours)):
-            print(f"{workers:>7} {name:<22} {r['files']:>6} {r['wall']:>8.2f} {r['files'] / r['wall']:>9.1f} "
-                  f"{r['notes'] / r['wall']:>10.0f} {r['peak_mb']:>8.0f}")
-        print(f"{'':>7} ratio melodyflow/reference (files/s): {ref['wall'] / ours['wall']:.2f}x; "
-              f"identical NoteSequences: {equal}/{common}")
+    corpus = args.corpus or h.default_corpus()
+    rows = measure(corpus, [int(w) for w in args.workers.split(",")], job=not args.no_job)
+    print(report(corpus, rows))
 
 
 if __name__ == "__main__":

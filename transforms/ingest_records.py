@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 class FileStatus(str, enum.Enum):
@@ -38,8 +38,8 @@ class FileOutcome:
 
     def manifest_record(self) -> dict:
         """The JSON-serialisable manifest line (sequence payloads live in the shards, not here)."""
-        record = asdict(self)
-        record.pop("sequences")
+        # Shallow, field by field: ``asdict`` deep-copies every sequence payload just to drop it.
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sequences"}
         record["status"] = self.status.value
         record["sequence_ids"] = list(self.sequence_ids)
         record["tune_errors"] = list(self.tune_errors)

@@ -1,0 +1,126 @@
+"""What every benchmark here shares: corpora (scaled with distinct copies), fresh-interpreter runs, tables.
+
+Speed is reported two ways, as ../shared/NOTES-ENV.md asks:
+- *stage* rate: the per-file work alone, timed inside warmed-up worker processes (imports and pool
+  start excluded), so the reference and melodyflow are compared per core on the same files;
+- *marginal* rate of a whole process: run on the corpus and on the corpus plus a distinct copy of it,
+  and divide the added files by the added wall time; start-up (imports, Prefect, Beam's harness) is
+  what the first run costs beyond that and is reported separately.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SCORE_EXTENSIONS = (".mid", ".midi", ".kar", ".abc", ".xml", ".mxl", ".musicxml")
+
+
+def default_corpus() -> str:
+    """The demo corpus the README's first command uses (built once, then cached)."""
+    sys.path.insert(0, ROOT)
+    from transforms.demo_corpus import build_demo_corpus, default_cache_dir
+
+    corpus = default_cache_dir()
+    build_demo_corpus(corpus)
+    return corpus
+
+
+def score_files(corpus: str) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), corpus) for d, _, fs in os.walk(corpus) for f in fs
+                  if f.lower().endswith(SCORE_EXTENSIONS))
+
+
+def _distinct(data: bytes, path: str, copy: int) -> bytes:
+    """The same score with different bytes, so content-hash deduplication does not skip the copy.
+
+    Readers ignore what is appended: bytes after a MIDI file's last declared track, an ABC comment, an XML
+    comment after the root element.  Zipped MusicXML (.mxl) is copied unchanged.
+    """
+    lower = path.lower()
+    if lower.endswith((".mid", ".midi", ".kar")):
+        return data + b"\0" * copy
+    if lower.endswith(".abc"):
+        return data + f"\n% copy {copy}\n".encode()
+    if lower.endswith((".xml", ".musicxml")):
+        return data + f"\n<!-- copy {copy} -->\n".encode()
+    return data
+
+
+def scaled_corpus(corpus: str, copies: int, dest: str) -> str:
+    """``copies`` distinct copies of ``corpus`` under ``dest`` (copy 0 is the corpus itself)."""
+    for rel in score_files(corpus):
+        with open(os.path.join(corpus, rel), "rb") as fh:
+            data = fh.read()
+        for k in range(copies):
+            out = os.path.join(dest, f"copy{k:03d}", rel)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with open(out, "wb") as fh:
+                fh.write(_distinct(data, rel, k))
+    return dest
+
+
+# Appended to every benchmark script: the largest resident set of this process and of its children.
+PEAK_RSS = """
+def peak_rss_mb():
+    import resource
+    return {"self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+"""
+
+
+def run_python(script: str, *args: str, python: str | None = None) -> dict:
+    """Run ``script`` in a fresh interpreter; it writes a JSON result to the path given as its last argument."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
+        out_path = out.name
+    proc = subprocess.run([python or sys.executable, "-c", PEAK_RSS + script, *args, out_path],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore"})
+    try:
+        if proc.returncode != 0:
+            raise SystemExit(f"benchmark step failed:\n{proc.stderr[-4000:]}")
+        with open(out_path, encoding="utf-8") as fh:
+            return json.load(fh)
+    finally:
+        os.unlink(out_path)
+
+
+@dataclass(frozen=True)
+class Marginal:
+    """Two whole-process runs on N and 2N distinct files."""
+
+    files: int
+    wall_1x: float
+    wall_2x: float
+
+    @property
+    def rate(self) -> float:
+        """Files per second added by the second N files."""
+        return self.files / max(self.wall_2x - self.wall_1x, 1e-9)
+
+    @property
+    def startup(self) -> float:
+        """What the 1x run cost beyond its marginal work."""
+        return self.wall_1x - self.files / self.rate
+
+
+def scratch_dir() -> str:
+    return tempfile.mkdtemp(prefix="melodyflow-bench-")
+
+
+def remove(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (paste-able into docs/performance.md)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
