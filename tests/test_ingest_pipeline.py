@@ -126,7 +126,7 @@ def test_interrupted_batch_is_invisible_and_rerun_is_identical(small_corpus, tmp
     # Everything but the publishing step: shards and manifest exist, marker does not (a kill there).
     runner = RunnerConfig(workers=1)
     with beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options()) as p:
-        build_ingest_pipeline(p, plan, 1)
+        build_ingest_pipeline(p, plan)
     assert any(Path(plan.batch_dir).iterdir())
     assert completed_batches(str(tmp_path / "killed")) == []
     with pytest.raises(IncompleteBatchError, match="no COMPLETED marker"):

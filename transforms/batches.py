@@ -3,7 +3,8 @@
 Layout under ``DATA_ROOT``::
 
     notesequences/batch-00001-<fingerprint>/
-        notesequences.tfrecord-00000-of-00002   serialized NoteSequences, sorted by id in each shard
+        notesequences.tfrecord-00000-of-00002   serialized NoteSequences; shard k holds the k-th slice of the
+                                                sorted listing, in listing order
         manifest.jsonl                          one line per input file: status, hash, ids, error
         report.json                             counts and settings
         COMPLETED                               written last; readers ignore a batch without it

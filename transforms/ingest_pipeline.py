@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass, replace
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -11,20 +13,61 @@ from apache_beam.metrics import Metrics
 from transforms import batches, progress, storage
 from transforms.convert import preload_readers
 from transforms.ingest_files import process_files, resolve_duplicates
-from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
+from transforms.ingest_records import FileEntry, FileStatus
 from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import (WriteJsonLines, WriteShardedTFRecords, count_shard_records,
-                                       join_writes)
+from transforms.sharded_writer import count_shard_records, shard_name
+from transforms.tfrecord import encode_records, iter_records
 
 _LOG = logging.getLogger(__name__)
 
 
+STAGING_DIR = "_staging"
+CHUNK_FILES = 64  # files per Beam element: real work per element (Beam's per-element cost is high)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A run of consecutive listed files, all destined for the same output shard."""
+
+    index: int
+    shard: int
+    files: tuple[FileEntry, ...]
+
+
+def plan_chunks(files: tuple[FileEntry, ...], num_shards: int) -> list[Chunk]:
+    """Shard ``k`` holds the ``k``-th contiguous slice of the listing; chunks never straddle two shards.
+
+    The layout depends on the listing and settings only — never on the runner or its worker count —
+    so a re-run writes the same bytes.
+    """
+    per_shard = max(1, -(-len(files) // num_shards))
+    chunks = []
+    for shard in range(num_shards):
+        part = files[shard * per_shard:(shard + 1) * per_shard]
+        for start in range(0, len(part), CHUNK_FILES):
+            chunks.append(Chunk(len(chunks), shard, tuple(part[start:start + CHUNK_FILES])))
+    return chunks
+
+
+def staging_url(batch_dir: str, chunk: int) -> str:
+    return storage.join(batch_dir, STAGING_DIR, f"chunk-{chunk:06d}.tfrecord")
+
+
+def _staged(path: str, sequence: bytes) -> bytes:
+    return path.encode("utf-8") + b"\0" + sequence  # paths never contain NUL
+
+
 class ConvertFilesDoFn(beam.DoFn):
-    """Reads and converts a chunk of files; the parser runs in an isolated child per worker."""
+    """Reads and converts a chunk of files; small MIDI files in-process, the rest in an isolated child.
+
+    The chunk's NoteSequences go straight to a staging file; only their outcomes (no payload) travel
+    through Beam, so no runner ever holds a corpus worth of sequences in memory.
+    """
 
     def __init__(self, plan: batches.IngestPlan):
         self._progress_dir = storage.join(plan.batch_dir, progress.PROGRESS_DIR)
+        self._batch_dir = plan.batch_dir
         self._source = plan.source
         self._settings = plan.settings
         self._known = plan.known_hashes
@@ -37,44 +80,84 @@ class ConvertFilesDoFn(beam.DoFn):
         if self._worker is not None:
             self._worker.close()
 
-    def process(self, chunk: list[FileEntry]):
-        for outcome in process_files(chunk, source=self._source, settings=self._settings,
-                                     known_hashes=self._known, worker=self._worker):
+    def process(self, chunk: Chunk):
+        outcomes = process_files(chunk.files, source=self._source, settings=self._settings,
+                                 known_hashes=self._known, worker=self._worker)
+        storage.write_bytes(staging_url(self._batch_dir, chunk.index), encode_records(
+            _staged(o.path, seq) for o in outcomes for seq in o.sequences), durable=False)
+        for outcome in outcomes:
             Metrics.counter("ingest", f"files_{outcome.status.value}").inc()
             if outcome.reason:
                 Metrics.counter("ingest", f"failed_{outcome.reason}").inc()
-            yield outcome
-        progress.report(self._progress_dir, len(chunk))
+            yield chunk.shard, replace(outcome, sequences=())
+        progress.report(self._progress_dir, len(chunk.files))
 
 
-def _chunks(files: tuple[FileEntry, ...], workers: int) -> list[list[FileEntry]]:
-    """Give every element real work (Beam's per-element cost is high) yet enough chunks to balance."""
-    size = max(1, min(64, -(-len(files) // (workers * 8))))
-    return [list(files[i : i + size]) for i in range(0, len(files), size)]
+def manifest_part_url(batch_dir: str, shard: int) -> str:
+    return storage.join(batch_dir, STAGING_DIR, f"manifest-{shard:05d}.jsonl")
 
 
-def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan, workers: int) -> None:
-    outcomes = (
-        pipeline
-        | "ListNewFiles" >> beam.Create(_chunks(plan.files, workers))
-        | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan))
-        | "KeyByContentHash" >> beam.Map(lambda o: (o.sha256 or f"unhashed:{o.path}", o))
-        | "GroupByContentHash" >> beam.GroupByKey()
-        | "ResolveDuplicates" >> beam.FlatMapTuple(lambda _h, group: resolve_duplicates(group))
+class WriteShardFromStagingDoFn(beam.DoFn):
+    """Shard ``k`` ← the staged sequences of its chunks whose file was kept, in listing order; and the
+    shard's part of the manifest.  Both are bounded by the shard's size, never by the corpus's."""
+
+    def __init__(self, plan: batches.IngestPlan, chunks_of_shard: dict[int, list[int]]):
+        self._batch_dir = plan.batch_dir
+        self._num_shards = plan.num_shards
+        self._chunks_of_shard = chunks_of_shard
+
+    def process(self, element):
+        shard, outcomes = element
+        outcomes = sorted((o for o in outcomes if o is not None), key=lambda o: o.path)
+        kept = {o.path for o in outcomes if o.status is FileStatus.CONVERTED}
+        records = []
+        for chunk in self._chunks_of_shard.get(shard, []):
+            url = staging_url(self._batch_dir, chunk)
+            for staged in iter_records(storage.read_bytes(url), source=url):
+                path, _, sequence = staged.partition(b"\0")
+                if path.decode("utf-8") in kept:
+                    records.append(sequence)
+        storage.write_text(manifest_part_url(self._batch_dir, shard), "".join(
+            json.dumps(o.manifest_record(), sort_keys=True, ensure_ascii=False) + "\n" for o in outcomes),
+            durable=False)
+        url = storage.join(self._batch_dir, shard_name(batches.SHARD_PREFIX, shard, self._num_shards))
+        storage.write_bytes(url, encode_records(records))
+        yield url, len(records)
+
+
+def _resolve(group):
+    """Duplicates resolved among ``(shard, outcome)`` pairs sharing a content hash."""
+    shard_of = {o.path: shard for shard, o in group}
+    return [(shard_of[o.path], o) for o in resolve_duplicates(o for _, o in group)]
+
+
+def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan) -> None:
+    """Convert → resolve duplicates (outcomes only) → per shard: NoteSequences and a manifest part."""
+    chunks = plan_chunks(plan.files, plan.num_shards)
+    chunks_of_shard: dict[int, list[int]] = {}
+    for c in chunks:
+        chunks_of_shard.setdefault(c.shard, []).append(c.index)
+    every_shard = pipeline | "AllShards" >> beam.Create([(k, None) for k in range(plan.num_shards)])
+    (
+        (pipeline
+         | "ListNewFiles" >> beam.Create(chunks)
+         | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan))
+         | "KeyByContentHash" >> beam.Map(lambda so: (so[1].sha256 or f"unhashed:{so[1].path}", so))
+         | "GroupByContentHash" >> beam.GroupByKey()
+         | "ResolveDuplicates" >> beam.FlatMapTuple(lambda _h, group: _resolve(list(group))),
+         every_shard)
+        | "WithEveryShard" >> beam.Flatten()
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShardsAndManifest" >> beam.ParDo(WriteShardFromStagingDoFn(plan, chunks_of_shard))
+        | "ShardsWritten" >> beam.Map(lambda url_count: url_count)  # a last step, so Dask runs it all
     )
-    shards = (
-        outcomes
-        | "SequencesOfConverted" >> beam.FlatMap(
-            lambda o: zip(o.sequence_ids, o.sequences) if o.status is FileStatus.CONVERTED else ())
-        | "WriteNoteSequenceShards" >> WriteShardedTFRecords(
-            plan.batch_dir, batches.SHARD_PREFIX, plan.num_shards)
-    )
-    manifest = (
-        outcomes
-        | "ManifestRecords" >> beam.Map(FileOutcome.manifest_record)
-        | "WriteManifest" >> WriteJsonLines(storage.join(plan.batch_dir, batches.MANIFEST), "path")
-    )
-    join_writes(shards, manifest)
+
+
+def _publish_manifest(plan: batches.IngestPlan) -> None:
+    """Concatenate the manifest parts: shards are contiguous slices of the sorted listing, so the
+    result is sorted by path."""
+    parts = [storage.read_text(manifest_part_url(plan.batch_dir, k)) for k in range(plan.num_shards)]
+    storage.write_text(storage.join(plan.batch_dir, batches.MANIFEST), "".join(parts))
 
 
 def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig,
@@ -88,9 +171,11 @@ def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig,
     storage.remove_tree(plan.batch_dir)  # a killed run of this very batch left partial files
     storage.make_dirs(plan.batch_dir)
     pipeline = beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options())
-    build_ingest_pipeline(pipeline, plan, runner.workers)
+    build_ingest_pipeline(pipeline, plan)
     with progress.ProgressWatcher(storage.join(plan.batch_dir, progress.PROGRESS_DIR), len(plan.files),
                                   on_progress):
         finish(pipeline.run())
+    _publish_manifest(plan)
+    storage.remove_tree(storage.join(plan.batch_dir, STAGING_DIR))
     shard_counts = count_shard_records(plan.batch_dir, batches.SHARD_PREFIX, plan.num_shards)
     return batches.finalize_batch(plan, shard_counts, time.monotonic() - started)

@@ -19,7 +19,8 @@ PROGRESS_DIR = "_progress"
 def report(progress_dir: str, count: int) -> None:
     """Called by workers: ``count`` more units are done."""
     if count:
-        storage.write_text(storage.join(progress_dir, f"{uuid.uuid4().hex}.json"), json.dumps({"done": count}))
+        storage.write_text(storage.join(progress_dir, f"{uuid.uuid4().hex}.json"), json.dumps({"done": count}),
+                           durable=False)
 
 
 class ProgressWatcher:

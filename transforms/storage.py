@@ -170,11 +170,13 @@ def read_bytes(url: str) -> bytes:
     return retrying("reading", url, lambda: filesystem(url).cat_file(url))
 
 
-def write_bytes(url: str, data: bytes) -> None:
+def write_bytes(url: str, data: bytes, *, durable: bool = True) -> None:
     """Write a whole object.
 
     Local files are written to a temporary sibling and renamed, so a reader never sees half a file.
     Object stores publish an object only when its upload completes, which gives the same guarantee.
+    ``durable=False`` skips the local fsync, for scratch files a re-run rewrites anyway (staging,
+    progress counts): an fsync per small file costs more than converting the files it holds.
     """
     fs = filesystem(url)
     if protocol_of(url) == "file":
@@ -183,8 +185,9 @@ def write_bytes(url: str, data: bytes) -> None:
         tmp = f"{url}.tmp-{os.getpid()}"
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, url)
         return
 
@@ -203,8 +206,8 @@ def write_bytes(url: str, data: bytes) -> None:
     retrying("writing", url, upload)
 
 
-def write_text(url: str, text: str) -> None:
-    write_bytes(url, text.encode("utf-8"))
+def write_text(url: str, text: str, *, durable: bool = True) -> None:
+    write_bytes(url, text.encode("utf-8"), durable=durable)
 
 
 def read_text(url: str) -> str:
