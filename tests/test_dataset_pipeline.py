@@ -17,7 +17,7 @@ from transforms.ingest_pipeline import run_ingest_pipeline
 from transforms.melody_configs import get_config
 from transforms.melody_extraction import MelodySettings
 from transforms.melody_dataset import (IncompleteDatasetError, NoInputError, DatasetSettings, open_dataset,
-                                       plan_dataset, sequence_examples)
+                                       plan_dataset, reference_sequence_examples)
 from transforms.runners import RunnerConfig
 from transforms.tfrecord import iter_records
 
@@ -45,12 +45,12 @@ def _records(out_dir: str, split: str) -> list[bytes]:
 
 
 def _expected(data_root, settings):
-    """What the pure per-sequence function yields for every stored NoteSequence, without Beam."""
+    """What note-seq's own objects (the oracle) yield for every stored NoteSequence, without Beam."""
     expected = {"train": collections.Counter(), "eval": collections.Counter()}
     totals = collections.Counter()
     for batch in completed_batches(str(data_root)):
         for raw in read_sequences(batch):
-            split, records, stats, _ = sequence_examples(raw, settings)
+            split, records, stats, _ = reference_sequence_examples(raw, settings)
             expected[split].update(record for _, record in records)
             totals.update(stats)
     return expected, totals

@@ -19,10 +19,11 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from transforms import storage
 from transforms.batches import CompletedBatch, completed_batches
 from transforms.melody_configs import MelodyConfig
-from transforms.melody_encoding import FORMATS, encode_melody, to_record
+from transforms.melody_encoding import FORMATS, encode_events, encode_melody, to_record
 from transforms.melody_extraction import COUNTERS, MelodySettings, sequence_to_melodies
 
 MELODIES_DIR = "melodies"
@@ -78,8 +79,33 @@ def sequence_examples(serialized: bytes, settings: DatasetSettings):
     """One NoteSequence → ``(split, [(key, record)], stats, histogram)``.
 
     ``histogram`` holds Magenta's melody-length buckets (``"[10,20)"``) and, as ``"pitch:NN"``, how
-    often each pitch starts a note in the encoded (squashed) melodies.
+    often each pitch starts a note in the encoded (squashed) melodies.  Runs the compiled extraction
+    (``melody_fast``) and the vectorized encoder (``encode_events``); :func:`reference_sequence_examples`
+    is the same contract on note-seq's own objects, kept as the oracle the tests and benchmarks compare
+    against.
     """
+    from note_seq.protobuf.music_pb2 import NoteSequence
+
+    from transforms.melody_fast import fast_sequence_to_melodies
+
+    sequence = NoteSequence.FromString(serialized)
+    split = split_of(sequence.id, settings.eval_ratio)
+    melodies, stats, histogram = fast_sequence_to_melodies(sequence, settings.melody, serialized=serialized)
+    records = []
+    pitches = np.zeros(128, dtype=np.int64)
+    for m in melodies:
+        record, squashed = encode_events(m.events, settings.config, settings.format)
+        events = np.asarray(squashed, dtype=np.int64)
+        pitches += np.bincount(events[events >= 0], minlength=128)
+        key = example_key(sequence.id, m.subsequence, m.transposition, m.instrument, m.index)
+        records.append((key, record))
+    histogram.update({f"pitch:{p}": int(n) for p, n in enumerate(pitches.tolist()) if n})
+    stats["examples_written"] += len(records)
+    return split, records, stats, histogram
+
+
+def reference_sequence_examples(serialized: bytes, settings: DatasetSettings):
+    """:func:`sequence_examples` computed with note-seq's split, quantize, Melody and encoders."""
     from note_seq import NoteSequence
 
     sequence = NoteSequence.FromString(serialized)

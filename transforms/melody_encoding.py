@@ -10,13 +10,22 @@ Two record formats:
 
 Compact features: ``labels`` [T], ``input_lengths`` [T] (non-zeros per step), ``input_codes``
 [sum(input_lengths)] with ``code = 2 * index + (1 if value == -1 else 0)``, and ``input_size`` [1].
+
+Two paths build the same bytes.  :func:`encode_melody` + :func:`to_record` run note-seq's own encoders
+and stay as the reference.  :func:`encode_events` is what corpus building uses: note-seq computes each
+step's dense input vector in Python (the key-melody encoder even re-scans the whole prefix per step),
+which made encoding and serialization most of a corpus build, so it re-derives the same inputs with
+array operations over the whole melody (``melody_encoding_fast``) and writes the varints with numpy;
+tests pin it byte for byte to the reference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from transforms import example_proto
+import numpy as np
+
+from transforms import example_proto, melody_encoding_fast
 from transforms.melody_configs import MelodyConfig
 
 FORMATS = ("compact", "sequence-example")
@@ -59,6 +68,44 @@ def to_record(inputs: Sequence[Sequence[float]], labels: Sequence[int], fmt: str
         return example_proto.example({"labels": labels, "input_lengths": lengths, "input_codes": codes,
                                       "input_size": [input_size]})
     raise EncodingError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def encode_events(events: Sequence[int], config: MelodyConfig, fmt: str) -> tuple[bytes, list[int]]:
+    """``(record, squashed_events)`` for a melody given as its event list (``list(note_seq.Melody)``).
+
+    ``record`` equals ``to_record(*encode_melody(m, config), fmt, config.input_size)`` byte for byte and
+    ``squashed_events`` equals ``list(m)`` afterwards, for ``m = note_seq.Melody(events)`` (whatever its
+    steps_per_bar/steps_per_quarter: neither squash nor the encoders read them).  Raises ValueError for
+    events outside -2..127 (as ``Melody`` does), for squashed notes outside the config's range
+    (possible only for ranges under an octave), and EncodingError for an unknown ``fmt``.
+    """
+    if fmt not in FORMATS:
+        raise EncodingError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    ev = melody_encoding_fast.squashed_events(events, config.min_note, config.max_note, config.transpose_to_key)
+    cols, vals, labels = melody_encoding_fast.encode(ev, config)
+    steps, width = labels.size, melody_encoding_fast.input_size(config)
+    if fmt == "compact":
+        if vals is None:  # every listed input is 1
+            lengths = example_proto.packed_varints([cols.shape[1]]) * steps
+            codes = 2 * cols
+        else:
+            present = vals != 0
+            lengths = example_proto.packed_varints(present.sum(axis=1))
+            codes = 2 * cols[present] + (vals[present] < 0)
+        record = example_proto.example_packed({
+            "input_codes": example_proto.packed_varints(codes),
+            "input_lengths": lengths,
+            "input_size": example_proto.packed_varints([width]),
+            "labels": example_proto.packed_varints(labels),
+        })
+    else:
+        if vals is None:
+            rows, cols, negative = np.repeat(np.arange(steps), cols.shape[1]), cols.ravel(), False
+        else:
+            present = vals != 0
+            rows, cols, negative = np.nonzero(present)[0], cols[present], vals[present] < 0
+        record = example_proto.sequence_example_sparse(steps, width, rows, cols, negative, labels)
+    return record, ev.tolist()
 
 
 def expand_compact(lengths: Sequence[int], codes: Sequence[int], input_size: int) -> list[list[float]]:
