@@ -2,72 +2,138 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 import traceback
 from collections import Counter
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import progress, storage
-from transforms.melody_dataset import (PARTIAL_STATS, SPLITS, DatasetPlan, DatasetSettings,
-                                       finalize_dataset, sequence_examples)
+from transforms.melody_dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset, sequence_examples
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import WriteJsonLines, WriteShardedTFRecords, count_shard_records, join_writes
-from transforms.tfrecord import iter_records
-
-_EXAMPLES = "examples"
-_STATS = "stats"
+from transforms.sharded_writer import WriteJsonLines, count_shard_records, join_writes, shard_index, shard_name
+from transforms.tfrecord import encode_records, iter_records
 
 
-class ReadShardDoFn(beam.DoFn):
-    def process(self, url: str):
-        for record in iter_records(storage.read_bytes(url), source=url):
-            yield record
+
+STAGING_DIR = "_staging"
+SEQUENCES_PER_UNIT = 256  # NoteSequences per Beam element: enough work to amortize per-element costs
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """Every ``parts``-th record of one input shard, starting at ``part``: a unit of parallel work whose
+    layout depends on the input only (never on the runner), and which covers the shard however many
+    records it turns out to hold."""
+
+    index: int
+    shard_url: str
+    part: int
+    parts: int
+
+
+def plan_units(plan: DatasetPlan) -> list[WorkUnit]:
+    units = []
+    for batch in plan.batches:
+        urls = batch.shard_urls
+        per_shard = int(batch.marker.get("sequences", 0)) / max(1, len(urls))
+        parts = max(1, math.ceil(per_shard / SEQUENCES_PER_UNIT))
+        for url in urls:
+            for part in range(parts):
+                units.append(WorkUnit(len(units), url, part, parts))
+    return units
+
+
+def staging_dir(plan: DatasetPlan, split: str, shard: int) -> str:
+    return storage.join(plan.out_dir, STAGING_DIR, f"{split}-{shard:05d}")
+
+
+def _staged(key: str, record: bytes) -> bytes:
+    return key.encode("utf-8") + b"\0" + record  # keys never contain NUL
 
 
 class ExtractMelodyExamplesDoFn(beam.DoFn):
-    """One NoteSequence → ``(_EXAMPLES, split, key, record)`` and ``(_STATS, payload)`` elements.
+    """One work unit → its examples in staging files (one per split and output shard), and stats.
 
-    One output tagged in-band rather than Beam's multiple outputs: the Dask runner mishandles
-    ``TaggedOutput``.
+    Examples never travel through Beam: a runner holds at most a unit's examples, whatever the corpus
+    size.  Stats are small: ``(split, (counters, histogram))`` pairs and failure records (dicts).
     """
 
-    def __init__(self, settings: DatasetSettings, progress_dir: str):
-        self._settings = settings
-        self._progress_dir = progress_dir
-        self._done = 0
+    def __init__(self, plan: DatasetPlan):
+        self._plan = plan
+        self._settings = plan.settings
+        self._progress_dir = storage.join(plan.out_dir, progress.PROGRESS_DIR)
+        self._num_shards = {split: plan.num_shards(split) for split in SPLITS}
 
-    def start_bundle(self):
-        self._done = 0
+    def setup(self):
+        from transforms import melody_fast
 
-    def finish_bundle(self):
-        progress.report(self._progress_dir, self._done)
+        melody_fast.warm_up()
 
-    def process(self, serialized: bytes):
-        self._done += 1
-        if self._done == 256:  # bundles can be the whole input on a local runner: report as we go
-            progress.report(self._progress_dir, self._done)
-            self._done = 0
-        try:
-            split, records, stats, histogram = sequence_examples(serialized, self._settings)
-        except Exception as exc:  # noqa: BLE001 - one bad sequence must not stop the build
-            from note_seq import NoteSequence
-
+    def process(self, unit: WorkUnit):
+        staged: dict[tuple[str, int], list[bytes]] = {}
+        sums = {split: (Counter(), Counter()) for split in SPLITS}
+        done = 0
+        records = iter_records(storage.read_bytes(unit.shard_url), source=unit.shard_url)
+        for serialized in itertools.islice(records, unit.part, None, unit.parts):
+            done += 1
             try:
-                seq_id = NoteSequence.FromString(serialized).id
-            except Exception:  # noqa: BLE001
-                seq_id = "<unparseable>"
-            Metrics.counter("dataset", "sequences_failed").inc()
-            yield _STATS, {"kind": "failure", "split": "train", "id": seq_id,
-                           "error": storage.redact(f"{type(exc).__name__}: {exc}"),
-                           "traceback": storage.redact(traceback.format_exc(limit=5))}
-            yield _STATS, ("train", ({"sequences_read": 1, "sequences_failed": 1}, {}))
-            return
-        Metrics.counter("dataset", "examples").inc(len(records))
-        for key, record in records:
-            yield _EXAMPLES, (split, key, record)
-        yield _STATS, (split, (dict(stats), dict(histogram)))
+                split, examples, stats, histogram = sequence_examples(serialized, self._settings)
+            except Exception as exc:  # noqa: BLE001 - one bad sequence must not stop the build
+                yield self._failure(serialized, exc)
+                sums["train"][0].update({"sequences_read": 1, "sequences_failed": 1})
+                continue
+            Metrics.counter("dataset", "examples").inc(len(examples))
+            for key, record in examples:
+                shard = shard_index(key, self._num_shards[split])
+                staged.setdefault((split, shard), []).append(_staged(key, record))
+            sums[split][0].update(stats)
+            sums[split][1].update(histogram)
+        for (split, shard), items in staged.items():
+            url = storage.join(staging_dir(self._plan, split, shard), f"unit-{unit.index:06d}.tfrecord")
+            storage.write_bytes(url, encode_records(items), durable=False)
+        for split, (counters, histogram) in sums.items():
+            if counters:
+                yield split, (dict(counters), dict(histogram))
+        progress.report(self._progress_dir, done)
+
+    @staticmethod
+    def _failure(serialized: bytes, exc: Exception) -> dict:
+        from note_seq import NoteSequence
+
+        try:
+            seq_id = NoteSequence.FromString(serialized).id
+        except Exception:  # noqa: BLE001
+            seq_id = "<unparseable>"
+        Metrics.counter("dataset", "sequences_failed").inc()
+        return {"kind": "failure", "split": "train", "id": seq_id,
+                "error": storage.redact(f"{type(exc).__name__}: {exc}"),
+                "traceback": storage.redact(traceback.format_exc(limit=5))}
+
+
+class WriteShardFromStagingDoFn(beam.DoFn):
+    """Output shard ``(split, k)`` ← every unit's staged examples for it, sorted by key."""
+
+    def __init__(self, plan: DatasetPlan):
+        self._plan = plan
+
+    def process(self, element, _units_done):
+        split, shard = element
+        items = []
+        for url in sorted(storage.list_dir(staging_dir(self._plan, split, shard))):
+            for staged in iter_records(storage.read_bytes(url), source=url):
+                key, _, record = staged.partition(b"\0")
+                items.append((key, record))
+        items.sort()
+        url = storage.join(self._plan.out_dir,
+                           shard_name(self._plan.shard_prefix(split), shard, self._plan.num_shards(split)))
+        storage.write_bytes(url, encode_records(record for _, record in items))
+        Metrics.counter("write_shards", "records_written").inc(len(items))
+        yield url, len(items)
 
 
 def _sum_stats(values):
@@ -85,27 +151,18 @@ def _partial_records(split_and_sums):
 
 
 def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
-    outputs = (
+    """Units → staged examples + stats; then each output shard from its staging files (after all units)."""
+    stats = (
         pipeline
-        | "ListInputShards" >> beam.Create(plan.input_shards)
-        | "ReadNoteSequences" >> beam.ParDo(ReadShardDoFn())
-        | "SpreadSequences" >> beam.Reshuffle()
-        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(
-            plan.settings, storage.join(plan.out_dir, progress.PROGRESS_DIR)))
+        | "ListWorkUnits" >> beam.Create(plan_units(plan))
+        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan))
     )
-    examples = (outputs | "Examples" >> beam.Filter(lambda t: t[0] == _EXAMPLES)
-                | "ExampleTuples" >> beam.Map(lambda t: t[1]))
-    writes = []
-    for split in SPLITS:
-        writes.append(
-            examples
-            | f"Only{split.title()}" >> beam.Filter(lambda e, s=split: e[0] == s)
-            | f"KeyRecords{split.title()}" >> beam.Map(lambda e: (e[1], e[2]))
-            | f"Write{split.title()}Shards" >> WriteShardedTFRecords(
-                plan.out_dir, plan.shard_prefix(split), plan.num_shards(split))
-        )
-    stats = (outputs | "Stats" >> beam.Filter(lambda t: t[0] == _STATS)
-             | "StatPayloads" >> beam.Map(lambda t: t[1]))
+    shards = (
+        pipeline
+        | "ListOutputShards" >> beam.Create([(split, k) for split in SPLITS for k in range(plan.num_shards(split))])
+        | "WriteShards" >> beam.ParDo(WriteShardFromStagingDoFn(plan), beam.pvalue.AsList(
+            stats | "UnitsDone" >> beam.combiners.Count.Globally()))
+    )
     failures = stats | "Failures" >> beam.Filter(lambda r: isinstance(r, dict))
     summed = (
         stats
@@ -113,12 +170,12 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
         | "SumPerSplit" >> beam.CombinePerKey(_sum_stats)
         | "PartialRecords" >> beam.FlatMap(_partial_records)
     )
-    writes.append(
+    partial = (
         (summed, failures | "FailureOrder" >> beam.Map(lambda r: {**r, "order": f"z-{r['id']}"}))
         | "AllStats" >> beam.Flatten()
         | "WritePartialStats" >> WriteJsonLines(storage.join(plan.out_dir, PARTIAL_STATS), "order")
     )
-    join_writes(*writes)
+    join_writes(shards, partial)
 
 
 def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=lambda done, total: None) -> dict:
@@ -136,6 +193,7 @@ def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=la
     with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
                                   on_progress):
         finish(pipeline.run())
+    storage.remove_tree(storage.join(plan.out_dir, STAGING_DIR))
     shard_counts = {split: count_shard_records(plan.out_dir, plan.shard_prefix(split), plan.num_shards(split))
                     for split in SPLITS}
     return finalize_dataset(plan, shard_counts, time.monotonic() - started)

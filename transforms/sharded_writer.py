@@ -1,8 +1,9 @@
-"""Sharded writers that behave the same on every Beam runner.
+"""Shard naming and writers that behave the same on every Beam runner.
 
-Beam's ``WriteToTFRecord`` fails or silently writes empty shards on the Dask runner.  These transforms
-group records by a deterministic shard key and write each shard whole through fsspec: a shard holds
-the same records in the same order on every run, so re-running a batch yields byte-identical files.
+Beam's ``WriteToTFRecord`` fails or silently writes empty shards on the Dask runner.  Melodyflow's jobs
+stage records in files and write each shard whole through fsspec (see ``ingest_pipeline`` and
+``dataset_pipeline``): a shard holds the same records in the same order on every run, so re-running a
+job yields byte-identical files.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import apache_beam as beam
 
 from transforms import storage
-from transforms.tfrecord import encode_records, iter_records
+from transforms.tfrecord import iter_records
 
 
 def shard_name(prefix: str, index: int, num_shards: int) -> str:
@@ -33,53 +34,6 @@ def count_shard_records(directory: str, prefix: str, num_shards: int) -> dict[st
         url = storage.join(directory, shard_name(prefix, index, num_shards))
         counts[url] = sum(1 for _ in iter_records(storage.read_bytes(url), source=url))
     return counts
-
-
-class _WriteShardDoFn(beam.DoFn):
-    def __init__(self, directory: str, prefix: str, num_shards: int):
-        self._directory = directory
-        self._prefix = prefix
-        self._num_shards = num_shards
-
-    def process(self, element):
-        index, keyed = element
-        records = sorted(keyed)  # (sort_key, payload): deterministic order inside the shard
-        url = storage.join(self._directory, shard_name(self._prefix, index, self._num_shards))
-        storage.write_bytes(url, encode_records(payload for _, payload in records))
-        beam.metrics.Metrics.counter("write_shards", "records_written").inc(len(records))
-        yield url, len(records)
-
-
-class WriteShardedTFRecords(beam.PTransform):
-    """Write ``(key, payload_bytes)`` pairs to ``directory/prefix-NNNNN-of-MMMMM``.
-
-    All ``num_shards`` files are written, empty ones included, so readers can check the set is whole.
-    Outputs ``(shard_url, record_count)`` per shard.
-    """
-
-    def __init__(self, directory: str, prefix: str, num_shards: int):
-        super().__init__()
-        if num_shards < 1:
-            raise ValueError("num_shards must be at least 1")
-        self._directory = directory
-        self._prefix = prefix
-        self._num_shards = num_shards
-
-    def expand(self, pcoll):
-        n = self._num_shards
-        keyed = pcoll | "AssignShard" >> beam.Map(lambda kv: (shard_index(kv[0], n), kv))
-        empty = (
-            pcoll.pipeline
-            | "AllShardIndices" >> beam.Create(list(range(n)))
-            | "EmptyShard" >> beam.Map(lambda i: (i, None))
-        )
-        return (
-            (keyed, empty)
-            | "WithEmptyShards" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "DropPlaceholders" >> beam.MapTuple(lambda i, vals: (i, [v for v in vals if v is not None]))
-            | "WriteShard" >> beam.ParDo(_WriteShardDoFn(self._directory, self._prefix, n))
-        )
 
 
 class WriteJsonLines(beam.PTransform):
