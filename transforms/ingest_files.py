@@ -166,27 +166,35 @@ def process_files(
     return results  # type: ignore[return-value] - every slot is filled by now
 
 
-def process_file(entry: FileEntry, *, source: str, settings: IngestSettings, known_hashes: dict[str, str],
-                 worker: IsolatedWorker) -> FileOutcome:
-    """:func:`process_files` for a single file."""
-    return process_files([entry], source=source, settings=settings, known_hashes=known_hashes,
-                         worker=worker)[0]
+def first_paths(outcomes: Iterable[FileOutcome]) -> dict[str, str]:
+    """Content hash → the first path (in path order) among converted files with that content."""
+    first: dict[str, str] = {}
+    for o in outcomes:
+        if o.status is FileStatus.CONVERTED and (o.sha256 not in first or o.path < first[o.sha256]):
+            first[o.sha256] = o.path
+    return first
 
 
-def resolve_duplicates(outcomes: Iterable[FileOutcome]) -> list[FileOutcome]:
+def merge_first_paths(parts: Iterable[dict[str, str]]) -> dict[str, str]:
+    """Combine :func:`first_paths` of disjoint file sets (a Beam combiner: associative, commutative)."""
+    merged: dict[str, str] = {}
+    for part in parts:
+        for digest, path in part.items():
+            if digest not in merged or path < merged[digest]:
+                merged[digest] = path
+    return merged
+
+
+def mark_duplicates(outcomes: Iterable[FileOutcome], first: dict[str, str]) -> list[FileOutcome]:
     """Among converted files with the same content hash, keep the first path; the rest are duplicates.
 
-    Called per content hash after a group-by, so identical files converted by different workers are
-    stored once, and which copy is kept does not depend on scheduling.  Failed files are never folded
-    together: each one gets its own dead letter.
+    ``first`` comes from :func:`first_paths` over the whole batch, so identical files converted by
+    different workers are stored once, and which copy is kept does not depend on scheduling.  Failed
+    files are never folded together: each one gets its own dead letter.
     """
-    ordered = sorted(outcomes, key=lambda o: o.path)
-    keep = next((o for o in ordered if o.status is FileStatus.CONVERTED), None)
-    if keep is None:
-        return ordered
     return [
-        replace(o, status=FileStatus.DUPLICATE, duplicate_of=keep.path, sequences=(),
-                sequence_ids=(), tune_errors=())
-        if o.status is FileStatus.CONVERTED and o is not keep else o
-        for o in ordered
+        replace(o, status=FileStatus.DUPLICATE, duplicate_of=first[o.sha256], sequences=(), sequence_ids=(),
+                tune_errors=())
+        if o.status is FileStatus.CONVERTED and first.get(o.sha256, o.path) != o.path else o
+        for o in outcomes
     ]

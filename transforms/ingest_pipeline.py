@@ -12,7 +12,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import batches, progress, storage
 from transforms.convert import preload_readers
-from transforms.ingest_files import process_files, resolve_duplicates
+from transforms.ingest_files import first_paths, mark_duplicates, merge_first_paths, process_files
 from transforms.ingest_records import FileEntry, FileStatus
 from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
@@ -89,8 +89,9 @@ class ConvertFilesDoFn(beam.DoFn):
             Metrics.counter("ingest", f"files_{outcome.status.value}").inc()
             if outcome.reason:
                 Metrics.counter("ingest", f"failed_{outcome.reason}").inc()
-            yield chunk.shard, replace(outcome, sequences=())
         progress.report(self._progress_dir, len(chunk.files))
+        # One element per chunk, not per file: Beam's per-element cost would dominate the parsing.
+        yield chunk.shard, tuple(replace(o, sequences=()) for o in outcomes)
 
 
 def manifest_part_url(batch_dir: str, shard: int) -> str:
@@ -106,9 +107,11 @@ class WriteShardFromStagingDoFn(beam.DoFn):
         self._num_shards = plan.num_shards
         self._chunks_of_shard = chunks_of_shard
 
-    def process(self, element):
-        shard, outcomes = element
-        outcomes = sorted((o for o in outcomes if o is not None), key=lambda o: o.path)
+    def process(self, element, first_paths: dict[str, str]):
+        shard, chunk_outcomes = element
+        outcomes = sorted((o for chunk in chunk_outcomes if chunk is not None for o in chunk),
+                          key=lambda o: o.path)
+        outcomes = mark_duplicates(outcomes, first_paths)
         kept = {o.path for o in outcomes if o.status is FileStatus.CONVERTED}
         records = []
         for chunk in self._chunks_of_shard.get(shard, []):
@@ -125,30 +128,30 @@ class WriteShardFromStagingDoFn(beam.DoFn):
         yield url, len(records)
 
 
-def _resolve(group):
-    """Duplicates resolved among ``(shard, outcome)`` pairs sharing a content hash."""
-    shard_of = {o.path: shard for shard, o in group}
-    return [(shard_of[o.path], o) for o in resolve_duplicates(o for _, o in group)]
-
-
 def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan) -> None:
-    """Convert → resolve duplicates (outcomes only) → per shard: NoteSequences and a manifest part."""
+    """Convert chunks → the first path of every content (a global combine) → per shard: duplicates
+    marked, NoteSequences and a manifest part written."""
     chunks = plan_chunks(plan.files, plan.num_shards)
     chunks_of_shard: dict[int, list[int]] = {}
     for c in chunks:
         chunks_of_shard.setdefault(c.shard, []).append(c.index)
+    converted = (
+        pipeline
+        | "ListNewFiles" >> beam.Create(chunks)
+        | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan))
+    )
+    first = (
+        converted
+        | "FirstPathsOfChunk" >> beam.MapTuple(lambda _shard, outcomes: first_paths(outcomes))
+        | "FirstPathsOfBatch" >> beam.CombineGlobally(merge_first_paths)
+    )
     every_shard = pipeline | "AllShards" >> beam.Create([(k, None) for k in range(plan.num_shards)])
     (
-        (pipeline
-         | "ListNewFiles" >> beam.Create(chunks)
-         | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan))
-         | "KeyByContentHash" >> beam.Map(lambda so: (so[1].sha256 or f"unhashed:{so[1].path}", so))
-         | "GroupByContentHash" >> beam.GroupByKey()
-         | "ResolveDuplicates" >> beam.FlatMapTuple(lambda _h, group: _resolve(list(group))),
-         every_shard)
+        (converted, every_shard)
         | "WithEveryShard" >> beam.Flatten()
         | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShardsAndManifest" >> beam.ParDo(WriteShardFromStagingDoFn(plan, chunks_of_shard))
+        | "WriteShardsAndManifest" >> beam.ParDo(WriteShardFromStagingDoFn(plan, chunks_of_shard),
+                                                 beam.pvalue.AsSingleton(first))
         | "ShardsWritten" >> beam.Map(lambda url_count: url_count)  # a last step, so Dask runs it all
     )
 
