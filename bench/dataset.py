@@ -10,7 +10,7 @@ and each in a fresh interpreter:
   (``reference_sequence_examples``), in a ``multiprocessing.Pool``;
 - melodyflow stage: ``sequence_examples`` (compiled extraction, vectorized encoders) in the same pool;
 - melodyflow job: ``run_dataset_pipeline`` (Beam, staging, sharded writes, stats, marker) on the data
-  ingested from the corpus and from the doubled corpus, for the marginal rate.
+  ingested from the corpus and from ``--scale`` (10) copies of it: marginal rate, and peak RSS at 1x/10x.
 Both stage runs write Magenta's SequenceExample format, so their records are compared byte for byte
 (the job writes the default compact format; tests check it encodes the same examples).
 """
@@ -101,13 +101,15 @@ json.dump({"sequences": sum(info["sequences"].values()), "melodies": sum(info["c
 """
 
 
-def measure(corpus: str, workers: list[int], config: str, job: bool = True) -> dict:
+def measure(corpus: str, workers: list[int], config: str, job: bool = True, scale: int = 10) -> dict:
     scratch = h.scratch_dir()
     try:
         doubled = h.scaled_corpus(corpus, 2, os.path.join(scratch, "x2"))
-        data1, data2 = os.path.join(scratch, "data1"), os.path.join(scratch, "data2")
+        data1, data2, datak = (os.path.join(scratch, name) for name in ("data1", "data2", "datak"))
         h.run_python(_INGEST, corpus, data1)
         h.run_python(_INGEST, doubled, data2)
+        if job:
+            h.run_python(_INGEST, h.scaled_corpus(corpus, scale, os.path.join(scratch, f"x{scale}")), datak)
         seqs1, seqs2 = data1 + ".sequences.tfrecord", data2 + ".sequences.tfrecord"
         rows = []
         for w in workers:
@@ -117,13 +119,19 @@ def measure(corpus: str, workers: list[int], config: str, job: bool = True) -> d
                    "stage": h.run_python(_POOL, "melodyflow", seqs1, config, str(w))}
             if job:
                 row["job"] = h.run_python(_JOB, data1, config, str(w))
-                row["job2"] = h.run_python(_JOB, data2, config, str(w))
+                row["jobk"] = h.run_python(_JOB, datak, config, str(w))
+                row["scale"] = scale
             same = sum(a == b for a, b in zip(row["ref"]["digests"], row["stage"]["digests"]))
             row["identical"] = (same, len(row["ref"]["digests"]))
             rows.append(row)
         return {"rows": rows, "config": config}
     finally:
         h.remove(scratch)
+
+
+def _rss(rss: dict) -> str:
+    """Main process / largest child (Beam SDK workers with 2+ workers)."""
+    return f"{rss['self_mb']:.0f} / {rss['children_mb']:.0f}"
 
 
 def report(corpus: str, result: dict) -> str:
@@ -141,23 +149,23 @@ def report(corpus: str, result: dict) -> str:
     out.append(h.table(["workers", "reference seq/s", "reference melodies/s", "melodyflow seq/s",
                         "melodyflow melodies/s", "ratio"], body))
     if "job" in rows[0]:
-        out += ["", "Whole process (marginal rate from 1x and 2x corpus runs; start-up apart):", ""]
+        out += ["", "Whole process (marginal rate: reference from 1x and 2x runs, melodyflow from 1x and Kx; start-up apart):", ""]
         body = []
         for r in rows:
             ref = h.Marginal(n, r["ref"]["wall_s"], r["ref2"]["wall_s"])
-            job = h.Marginal(n, r["job"]["wall_s"], r["job2"]["wall_s"])
+            job = h.Marginal(n, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"])
             body.append([str(r["workers"]), f"{r['ref']['wall_s']:.1f}", f"{ref.rate:.0f}", f"{ref.startup:.1f}",
                          f"{r['job']['wall_s']:.1f}", f"{job.rate:.0f}", f"{job.startup:.1f}",
                          f"**{job.rate / ref.rate:.1f}x**",
                          f"{max(r['ref2']['rss']['self_mb'], r['ref2']['rss']['children_mb']):.0f}",
-                         f"{r['job2']['rss']['self_mb']:.0f} / {r['job2']['rss']['children_mb']:.0f}"])
+                         _rss(r["job"]["rss"]), _rss(r["jobk"]["rss"])])
         out.append(h.table(["workers", "reference wall s", "reference seq/s", "start-up s", "melodyflow wall s",
                             "melodyflow seq/s", "start-up s", "ratio", "reference peak MB",
-                            "melodyflow peak MB main / children"], body))
+                            "melodyflow peak MB 1x", f"melodyflow peak MB {rows[0]['scale']}x"], body))
         if len(rows) > 1:
-            one = h.Marginal(n, rows[0]["job"]["wall_s"], rows[0]["job2"]["wall_s"]).rate
+            one = h.Marginal(n, rows[0]["job"]["wall_s"], rows[0]["jobk"]["wall_s"], rows[0]["scale"]).rate
             for r in rows[1:]:
-                more = h.Marginal(n, r["job"]["wall_s"], r["job2"]["wall_s"]).rate
+                more = h.Marginal(n, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"]).rate
                 out.append(f"\nmelodyflow dataset build, {r['workers']} workers vs 1: {more / one:.2f}x (marginal)")
     for r in rows:
         same, total = r["identical"]
@@ -172,9 +180,12 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     parser.add_argument("--config", default="basic_rnn", help="melody config (default: basic_rnn)")
     parser.add_argument("--no-job", action="store_true", help="stage comparison only (skip the Beam job runs)")
+    parser.add_argument("--scale", type=int, default=10, help="copies of the corpus for melodyflow's marginal "
+                                                              "rate and memory check (default: 10)")
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
-    result = measure(corpus, [int(w) for w in args.workers.split(",")], args.config, job=not args.no_job)
+    result = measure(corpus, [int(w) for w in args.workers.split(",")], args.config, job=not args.no_job,
+                     scale=args.scale)
     print(report(corpus, result))
 
 

@@ -9,9 +9,9 @@ docs/performance.md. For each worker count it runs, each in a fresh interpreter:
 - melodyflow stage: melodyflow's per-file work (read, hash, compiled MIDI reader with note-seq fallback)
   in the same kind of pool;
 - melodyflow job: the real ingestion job (``run_ingest_pipeline``: Beam, isolated parser for what the
-  compiled reader leaves, shards, manifest, marker) on the corpus and on the doubled corpus.
-It prints files/s and notes/s per stage (work only, per core) and per whole process (marginal, from the
-1x and 2x runs, with start-up shown apart), peak RSS, the ratios, and how many NoteSequences are
+  compiled reader leaves, shards, manifest, marker) on the corpus and on ``--scale`` (10) copies of it.
+It prints files/s and notes/s per stage (work only, per core) and per whole process (marginal rates,
+start-up shown apart), peak RSS at 1x and 10x, the ratios, and how many NoteSequences are
 byte-identical between the reference and melodyflow's job output.
 """
 
@@ -113,10 +113,11 @@ def _identical(ref: dict, ours: dict) -> tuple[int, int]:
     return sum(sorted(ref["digests"][k]) == sorted(ours["digests"][k]) for k in common), len(common)
 
 
-def measure(corpus: str, workers: list[int], job: bool = True) -> list[dict]:
+def measure(corpus: str, workers: list[int], job: bool = True, scale: int = 10) -> list[dict]:
     scratch = h.scratch_dir()
     try:
         doubled = h.scaled_corpus(corpus, 2, os.path.join(scratch, "x2"))
+        scaled = h.scaled_corpus(corpus, scale, os.path.join(scratch, f"x{scale}")) if job else None
         rows = []
         for w in workers:
             row = {"workers": w}
@@ -125,7 +126,8 @@ def measure(corpus: str, workers: list[int], job: bool = True) -> list[dict]:
             row["stage"] = h.run_python(_POOL, "melodyflow", corpus, str(w))
             if job:
                 row["job"] = h.run_python(_JOB, corpus, str(w))
-                row["job2"] = h.run_python(_JOB, doubled, str(w))
+                row["jobk"] = h.run_python(_JOB, scaled, str(w))
+                row["scale"] = scale
                 row["identical"] = _identical(row["ref"], row["job"])
             else:
                 row["identical"] = _identical(row["ref"], row["stage"])
@@ -133,6 +135,11 @@ def measure(corpus: str, workers: list[int], job: bool = True) -> list[dict]:
         return rows
     finally:
         h.remove(scratch)
+
+
+def _rss(rss: dict) -> str:
+    """Main process / largest child (Beam SDK workers with 2+ workers; the isolated parser if it ran)."""
+    return f"{rss['self_mb']:.0f} / {rss['children_mb']:.0f}"
 
 
 def report(corpus: str, rows: list[dict]) -> str:
@@ -149,23 +156,23 @@ def report(corpus: str, rows: list[dict]) -> str:
     out.append(h.table(["workers", "note-seq files/s", "note-seq notes/s", "melodyflow files/s",
                         "melodyflow notes/s", "ratio"], body))
     if "job" in rows[0]:
-        out += ["", "Whole process (marginal rate from 1x and 2x corpus runs; start-up apart):", ""]
+        out += ["", "Whole process (marginal rate: note-seq from 1x and 2x runs, melodyflow from 1x and Kx; start-up apart):", ""]
         body = []
         for r in rows:
             ref = h.Marginal(files, r["ref"]["wall_s"], r["ref2"]["wall_s"])
-            job = h.Marginal(files, r["job"]["wall_s"], r["job2"]["wall_s"])
+            job = h.Marginal(files, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"])
             body.append([str(r["workers"]), f"{r['ref']['wall_s']:.1f}", f"{ref.rate:.0f}", f"{ref.startup:.1f}",
                          f"{r['job']['wall_s']:.1f}", f"{job.rate:.0f}", f"{job.startup:.1f}",
                          f"**{job.rate / ref.rate:.1f}x**",
                          f"{max(r['ref2']['rss']['self_mb'], r['ref2']['rss']['children_mb']):.0f}",
-                         f"{r['job2']['rss']['self_mb']:.0f} / {r['job2']['rss']['children_mb']:.0f}"])
+                         _rss(r["job"]["rss"]), _rss(r["jobk"]["rss"])])
         out.append(h.table(["workers", "note-seq wall s", "note-seq files/s", "start-up s", "melodyflow wall s",
                             "melodyflow files/s", "start-up s", "ratio", "note-seq peak MB",
-                            "melodyflow peak MB main / children"], body))
+                            "melodyflow peak MB 1x", f"melodyflow peak MB {rows[0]['scale']}x"], body))
         if len(rows) > 1:
-            one = h.Marginal(files, rows[0]["job"]["wall_s"], rows[0]["job2"]["wall_s"]).rate
+            one = h.Marginal(files, rows[0]["job"]["wall_s"], rows[0]["jobk"]["wall_s"], rows[0]["scale"]).rate
             for r in rows[1:]:
-                more = h.Marginal(files, r["job"]["wall_s"], r["job2"]["wall_s"]).rate
+                more = h.Marginal(files, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"]).rate
                 out.append(f"\nmelodyflow ingestion, {r['workers']} workers vs 1: {more / one:.2f}x (marginal)")
     for r in rows:
         same, common = r["identical"]
@@ -179,9 +186,11 @@ def main() -> None:
     parser.add_argument("corpus", nargs="?", default=None, help="corpus directory (default: the demo corpus)")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     parser.add_argument("--no-job", action="store_true", help="stage comparison only (skip the Beam job runs)")
+    parser.add_argument("--scale", type=int, default=10, help="copies of the corpus for melodyflow's marginal "
+                                                              "rate and memory check (default: 10)")
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
-    rows = measure(corpus, [int(w) for w in args.workers.split(",")], job=not args.no_job)
+    rows = measure(corpus, [int(w) for w in args.workers.split(",")], job=not args.no_job, scale=args.scale)
     print(report(corpus, rows))
 
 

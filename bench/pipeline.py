@@ -1,13 +1,18 @@
-"""Benchmark: ingestion and dataset build, whole process, with 1 and 2 workers (and Magenta if given).
+"""Benchmark: the whole data plane as users run it — `melodyflow ingest` + `melodyflow dataset` — against
+Magenta's two commands, and (with --all) the stage benchmarks too. One script, one run, one table.
 
-    .venv/bin/python bench/pipeline.py CORPUS [--config basic_rnn] [--magenta-venv DIR]
+    .venv/bin/python bench/pipeline.py [CORPUS] [--magenta-venv DIR] [--workers 1,2] [--scale 10] [--all]
 
-Runs each command as a user would (``melodyflow ingest`` / ``melodyflow dataset``, fresh DATA_ROOT each
-time) and prints a table: wall time, files/s, NoteSequences, melodies/s, peak RSS of the process tree's
-largest process. With ``--magenta-venv`` (see ../shared/tools/magenta-reference) it also times Magenta's
-``convert_dir_to_note_sequences`` + ``melody_rnn_create_dataset`` on the same corpus in the same run, and
-prints the ratios. Start-up (imports, Prefect's ephemeral API, Beam's harness) is included: these are
-whole-process figures, not marginal rates.
+CORPUS defaults to the demo corpus. Each command runs in its own process, as a user would run it
+(fresh DATA_ROOT, Prefect's ephemeral API, Beam, start-up included):
+- melodyflow: ``melodyflow ingest`` then ``melodyflow dataset`` on the corpus and on ``--scale`` (20)
+  distinct copies of it, with each worker count;
+- Magenta 2.1.4 (with ``--magenta-venv``, a venv made by ../shared/tools/magenta-reference/setup.sh):
+  ``convert_dir_to_note_sequences`` then ``melody_rnn_create_dataset`` on the corpus and on enough
+  copies of it to add at least 1,500 files (2 copies for Nottingham, 4 for the demo corpus).
+It prints wall times, the marginal files/s of the two commands together (added files over added wall
+time; start-up apart), melodies written, peak RSS, and the ratios. ``--all`` also prints the stage
+tables of bench/ingest.py and bench/dataset.py for the same corpus.
 """
 
 from __future__ import annotations
@@ -18,80 +23,123 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REFERENCE_RUNNER = os.path.join(HERE, "..", "..", "shared", "tools", "magenta-reference", "run")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _harness as h  # noqa: E402
+
+REFERENCE_RUNNER = os.path.join(h.ROOT, "..", "shared", "tools", "magenta-reference", "run")
 
 
-def _timed(cmd: list[str], env=None) -> tuple[float, int, str]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def _timed(cmd: list[str]) -> tuple[float, str]:
     started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"command failed: {' '.join(cmd)}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) // 1024, proc.stdout
+    return wall, proc.stdout
 
 
-def _count_files(corpus: str) -> int:
-    from transforms.convert import format_for_path
-    from transforms.storage import walk_files
+def _peak_mb() -> float:
+    """Largest finished child process so far (ru_maxrss is a running maximum over children)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
-    return sum(1 for path, _ in walk_files(corpus) if format_for_path(path))
+
+def melodyflow(corpus: str, workers: int, config: str, scratch: str) -> dict:
+    exe = os.path.join(os.path.dirname(sys.executable), "melodyflow")
+    data = os.path.join(scratch, f"mf-{workers}-{abs(hash(corpus))}")
+    wall_i, out = _timed([exe, "ingest", corpus, data, "--workers", str(workers), "--json"])
+    ingest = json.loads(out)
+    wall_d, out = _timed([exe, "dataset", data, "--config", config, "--workers", str(workers), "--json",
+                          "--eval-ratio", "0"])
+    dataset = json.loads(out)
+    h.remove(data)
+    return {"ingest_s": wall_i, "dataset_s": wall_d, "files": ingest["counts"]["found"],
+            "sequences": ingest["counts"]["sequences"], "melodies": sum(dataset["info"]["counts"].values())}
+
+
+def magenta(corpus: str, venv: str, config: str, scratch: str) -> dict:
+    python = os.path.join(venv, "bin", "python")
+    out = os.path.join(scratch, f"mg-{abs(hash(corpus))}")
+    os.makedirs(out, exist_ok=True)
+    ns = os.path.join(out, "ns.tfrecord")
+    wall_i, _ = _timed([python, REFERENCE_RUNNER, "magenta.scripts.convert_dir_to_note_sequences",
+                        f"--input_dir={corpus}", f"--output_file={ns}", "--recursive"])
+    wall_d, _ = _timed([python, REFERENCE_RUNNER, "magenta.models.melody_rnn.melody_rnn_create_dataset",
+                        f"--config={config}", f"--input={ns}", f"--output_dir={os.path.join(out, 'seqex')}",
+                        "--eval_ratio=0.0"])
+    sys.path.insert(0, h.ROOT)
+    from transforms.tfrecord import iter_records
+
+    def count(path: str) -> int:
+        with open(path, "rb") as fh:
+            return sum(1 for _ in iter_records(fh.read()))
+
+    result = {"ingest_s": wall_i, "dataset_s": wall_d, "files": len(h.score_files(corpus)),
+              "sequences": count(ns), "melodies": count(os.path.join(out, "seqex", "training_melodies.tfrecord"))}
+    h.remove(out)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("corpus")
+    parser.add_argument("corpus", nargs="?", default=None, help="corpus directory (default: the demo corpus)")
     parser.add_argument("--config", default="basic_rnn")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
+    parser.add_argument("--scale", type=int, default=20, help="copies of the corpus for melodyflow's marginal "
+                                                              "rate (default: 20)")
     parser.add_argument("--magenta-venv", default=None, help="venv made by magenta-reference/setup.sh")
+    parser.add_argument("--all", action="store_true", help="also run bench/ingest.py and bench/dataset.py")
     args = parser.parse_args()
-    exe = os.path.join(os.path.dirname(sys.executable), "melodyflow")
-    files = _count_files(args.corpus)
+    corpus = args.corpus or h.default_corpus()
+    workers = [int(w) for w in args.workers.split(",")]
+    scratch = h.scratch_dir()
     rows = []
-    for workers in [int(w) for w in args.workers.split(",")]:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = os.path.join(tmp, "data")
-            wall_i, rss_i, out = _timed([exe, "ingest", args.corpus, data, "--workers", str(workers), "--json"])
-            ingest = json.loads(out)
-            wall_d, rss_d, out = _timed([exe, "dataset", data, "--config", args.config, "--workers",
-                                         str(workers), "--json", "--eval-ratio", "0"])
-            dataset = json.loads(out)
-        melodies = dataset["info"]["counts"]["train"] + dataset["info"]["counts"]["eval"]
-        rows.append((f"melodyflow, {workers} worker(s)", wall_i, files / wall_i, ingest["counts"]["sequences"],
-                     wall_d, melodies, melodies / wall_d, max(rss_i, rss_d)))
+    try:
+        scaled = h.scaled_corpus(corpus, args.scale, os.path.join(scratch, f"x{args.scale}"))
+        if args.magenta_venv:
+            # Enough added files (>= 1,500) that TensorFlow's variable start-up does not swamp the difference.
+            copies = max(2, -(-1500 // len(h.score_files(corpus))) + 1)
+            more_corpus = h.scaled_corpus(corpus, copies, os.path.join(scratch, f"ref-x{copies}"))
+            one = magenta(corpus, args.magenta_venv, args.config, scratch)
+            more = magenta(more_corpus, args.magenta_venv, args.config, scratch)
+            rows.append(("Magenta 2.1.4 (one process)", one, more, copies, _peak_mb()))
+        for w in workers:
+            one = melodyflow(corpus, w, args.config, scratch)
+            more = melodyflow(scaled, w, args.config, scratch)
+            rows.append((f"melodyflow, {w} worker{'s' if w > 1 else ''}", one, more, args.scale, _peak_mb()))
+    finally:
+        h.remove(scratch)
+    files = rows[0][1]["files"]
+    print(f"corpus: {corpus} ({files} score files), config {args.config}\n")
+    body, rates = [], {}
+    for name, one, more, copies, peak in rows:
+        wall_1 = one["ingest_s"] + one["dataset_s"]
+        wall_k = more["ingest_s"] + more["dataset_s"]
+        m = h.Marginal(files, wall_1, wall_k, copies)
+        rates[name] = m.rate
+        body.append([name, f"{one['ingest_s']:.1f}", f"{one['dataset_s']:.1f}", f"{wall_1:.1f}",
+                     f"{files / wall_1:.0f}", f"{m.rate:.0f}", f"{m.startup:.1f}", str(one["sequences"]),
+                     str(one["melodies"]), f"{peak:.0f}"])
+    print(h.table(["run", "ingest s", "dataset s", "total s", "files/s (whole)", "files/s (marginal)",
+                   "start-up s", "sequences", "melodies", "peak MB (so far)"], body))
+    names = list(rates)
     if args.magenta_venv:
-        python = os.path.join(args.magenta_venv, "bin", "python")
-        with tempfile.TemporaryDirectory() as tmp:
-            ns = os.path.join(tmp, "ns.tfrecord")
-            wall_i, rss_i, _ = _timed([python, REFERENCE_RUNNER, "magenta.scripts.convert_dir_to_note_sequences",
-                                       f"--input_dir={args.corpus}", f"--output_file={ns}", "--recursive"])
-            wall_d, rss_d, _ = _timed([python, REFERENCE_RUNNER, "magenta.models.melody_rnn.melody_rnn_create_dataset",
-                                       f"--config={args.config}", f"--input={ns}",
-                                       f"--output_dir={os.path.join(tmp, 'out')}", "--eval_ratio=0.0"])
-            import tensorflow as tf  # only to count the reference outputs
+        for name in names[1:]:
+            print(f"\n{name} vs Magenta's two commands: **{rates[name] / rates[names[0]]:.1f}x** (marginal)")
+    mf = [n for n in names if n.startswith("melodyflow")]
+    for name in mf[1:]:
+        print(f"\n{name} vs {mf[0]}: {rates[name] / rates[mf[0]]:.2f}x (marginal)")
+    if args.all:
+        import dataset
+        import ingest
 
-            n_seq = sum(1 for _ in tf.data.TFRecordDataset(ns))
-            mel = sum(1 for _ in tf.data.TFRecordDataset(os.path.join(tmp, "out", "training_melodies.tfrecord")))
-        rows.append(("Magenta 2.1.4 (1 process)", wall_i, files / wall_i, n_seq, wall_d, mel, mel / wall_d,
-                     max(rss_i, rss_d)))
-    header = ("run", "ingest s", "files/s", "sequences", "dataset s", "melodies", "melodies/s", "peak RSS MB")
-    print(f"corpus: {args.corpus} ({files} score files), config {args.config}")
-    print(" | ".join(header))
-    print(" | ".join("---" for _ in header))
-    for row in rows:
-        print(" | ".join([row[0], f"{row[1]:.1f}", f"{row[2]:.1f}", str(row[3]), f"{row[4]:.1f}", str(row[5]),
-                          f"{row[6]:.1f}", str(row[7])]))
-    if len(rows) > 1:
-        base = rows[0]
-        for row in rows[1:]:
-            print(f"{row[0]} takes {row[1] / base[1]:.2f}x the ingest time and {row[4] / base[4]:.2f}x "
-                  f"the dataset time of {base[0]}")
+        print("\n## bench/ingest.py\n")
+        print(ingest.report(corpus, ingest.measure(corpus, workers, scale=args.scale)))
+        print("\n## bench/dataset.py\n")
+        print(dataset.report(corpus, dataset.measure(corpus, workers, args.config, scale=args.scale)))
 
 
 if __name__ == "__main__":

@@ -167,6 +167,14 @@ def retrying(what: str, url: str, fn: Callable[[], T], retries: int | None = Non
 
 
 def read_bytes(url: str) -> bytes:
+    if protocol_of(url) == "file":  # plain open(): fsspec's per-call overhead costs more than a small file
+        path = url[len("file://"):] if url.startswith("file://") else url
+
+        def read_local() -> bytes:
+            with open(path, "rb") as fh:
+                return fh.read()
+
+        return retrying("reading", url, read_local)
     return retrying("reading", url, lambda: filesystem(url).cat_file(url))
 
 
