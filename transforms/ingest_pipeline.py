@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -13,7 +13,7 @@ from apache_beam.metrics import Metrics
 from transforms import batches, progress, storage
 from transforms.convert import preload_readers
 from transforms.ingest_files import first_paths, mark_duplicates, merge_first_paths, process_files
-from transforms.ingest_records import FileEntry, FileStatus
+from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
 from transforms.sharded_writer import count_shard_records, shard_name
@@ -85,13 +85,19 @@ class ConvertFilesDoFn(beam.DoFn):
                                  known_hashes=self._known, worker=self._worker)
         storage.write_bytes(staging_url(self._batch_dir, chunk.index), encode_records(
             _staged(o.path, seq) for o in outcomes for seq in o.sequences), durable=False)
+        storage.write_text(outcomes_url(self._batch_dir, chunk.index), "".join(
+            json.dumps(o.manifest_record(), sort_keys=True) + "\n" for o in outcomes), durable=False)
         for outcome in outcomes:
             Metrics.counter("ingest", f"files_{outcome.status.value}").inc()
             if outcome.reason:
                 Metrics.counter("ingest", f"failed_{outcome.reason}").inc()
         progress.report(self._progress_dir, len(chunk.files))
-        # One element per chunk, not per file: Beam's per-element cost would dominate the parsing.
-        yield chunk.shard, tuple(replace(o, sequences=()) for o in outcomes)
+        # Only what deduplication needs travels through Beam: the runner holds no outcomes or sequences.
+        yield first_paths(outcomes)
+
+
+def outcomes_url(batch_dir: str, chunk: int) -> str:
+    return storage.join(batch_dir, STAGING_DIR, f"chunk-{chunk:06d}.jsonl")
 
 
 def manifest_part_url(batch_dir: str, shard: int) -> str:
@@ -107,19 +113,20 @@ class WriteShardFromStagingDoFn(beam.DoFn):
         self._num_shards = plan.num_shards
         self._chunks_of_shard = chunks_of_shard
 
-    def process(self, element, first_paths: dict[str, str]):
-        shard, chunk_outcomes = element
-        outcomes = sorted((o for chunk in chunk_outcomes if chunk is not None for o in chunk),
-                          key=lambda o: o.path)
-        outcomes = mark_duplicates(outcomes, first_paths)
-        kept = {o.path for o in outcomes if o.status is FileStatus.CONVERTED}
-        records = []
+    def process(self, shard: int, first: dict[str, str]):
+        outcomes, records = [], []
         for chunk in self._chunks_of_shard.get(shard, []):
+            text = storage.read_text(outcomes_url(self._batch_dir, chunk))
+            chunk_outcomes = mark_duplicates(
+                [FileOutcome.from_manifest_record(json.loads(line)) for line in text.splitlines()], first)
+            kept = {o.path for o in chunk_outcomes if o.status is FileStatus.CONVERTED}
             url = staging_url(self._batch_dir, chunk)
             for staged in iter_records(storage.read_bytes(url), source=url):
                 path, _, sequence = staged.partition(b"\0")
                 if path.decode("utf-8") in kept:
                     records.append(sequence)
+            outcomes += chunk_outcomes
+        outcomes.sort(key=lambda o: o.path)
         storage.write_text(manifest_part_url(self._batch_dir, shard), "".join(
             json.dumps(o.manifest_record(), sort_keys=True, ensure_ascii=False) + "\n" for o in outcomes),
             durable=False)
@@ -129,27 +136,22 @@ class WriteShardFromStagingDoFn(beam.DoFn):
 
 
 def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan) -> None:
-    """Convert chunks → the first path of every content (a global combine) → per shard: duplicates
-    marked, NoteSequences and a manifest part written."""
+    """Convert chunks (sequences and outcomes to staging files) → the first path of every content (a
+    global combine) → per shard, once every chunk is done: duplicates marked, NoteSequences and a
+    manifest part written."""
     chunks = plan_chunks(plan.files, plan.num_shards)
     chunks_of_shard: dict[int, list[int]] = {}
     for c in chunks:
         chunks_of_shard.setdefault(c.shard, []).append(c.index)
-    converted = (
+    first = (
         pipeline
         | "ListNewFiles" >> beam.Create(chunks)
         | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan))
-    )
-    first = (
-        converted
-        | "FirstPathsOfChunk" >> beam.MapTuple(lambda _shard, outcomes: first_paths(outcomes))
         | "FirstPathsOfBatch" >> beam.CombineGlobally(merge_first_paths)
     )
-    every_shard = pipeline | "AllShards" >> beam.Create([(k, None) for k in range(plan.num_shards)])
     (
-        (converted, every_shard)
-        | "WithEveryShard" >> beam.Flatten()
-        | "GroupByShard" >> beam.GroupByKey()
+        pipeline
+        | "AllShards" >> beam.Create(list(range(plan.num_shards)))
         | "WriteShardsAndManifest" >> beam.ParDo(WriteShardFromStagingDoFn(plan, chunks_of_shard),
                                                  beam.pvalue.AsSingleton(first))
         | "ShardsWritten" >> beam.Map(lambda url_count: url_count)  # a last step, so Dask runs it all
