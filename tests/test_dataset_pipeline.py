@@ -128,3 +128,30 @@ def test_dataset_reads_and_writes_gcs_with_two_workers(gcs_bucket, tmp_path):
     for split in ("train", "eval"):
         assert collections.Counter(_records(plan.out_dir, split)) == expected[split]
     assert open_dataset(data_root, "basic_rnn")["counts"] == result["info"]["counts"]
+
+
+def test_ingestion_and_dataset_jobs_never_import_tensorflow(tmp_path):
+    """The data plane's workers pay for no TensorFlow import (seconds and ~1 GB each)."""
+    import subprocess
+    import sys
+
+    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(4)})
+    script = f"""
+import sys
+from transforms.batches import plan_ingest
+from transforms.dataset_pipeline import run_dataset_pipeline
+from transforms.ingest_files import IngestSettings
+from transforms.ingest_pipeline import run_ingest_pipeline
+from transforms.melody_configs import get_config
+from transforms.melody_dataset import DatasetSettings, plan_dataset
+from transforms.runners import RunnerConfig
+run_ingest_pipeline(plan_ingest({str(corpus)!r}, {str(tmp_path / 'data')!r}, IngestSettings(collection="c")),
+                    RunnerConfig(workers=1))
+result = run_dataset_pipeline(plan_dataset({str(tmp_path / 'data')!r}, DatasetSettings(config=get_config("basic_rnn"))),
+                              RunnerConfig(workers=1))
+assert sum(result["info"]["counts"].values()) > 0
+print(sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.stdout.strip().splitlines()[-1] == "[]"
