@@ -104,8 +104,10 @@ class Marginal:
 
     @property
     def rate(self) -> float:
-        """Files per second added by the extra (copies - 1) x N files."""
-        return self.files * (self.copies - 1) / max(self.wall_kx - self.wall_1x, 1e-9)
+        """Files per second added by the extra (copies - 1) x N files; NaN when the larger run was not
+        slower (a corpus too small for its work to stand out from start-up noise: raise ``--scale``)."""
+        added = self.wall_kx - self.wall_1x
+        return self.files * (self.copies - 1) / added if added > 0 else float("nan")
 
     @property
     def startup(self) -> float:
@@ -126,3 +128,35 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def rss_cell(rss: dict) -> str:
+    """Main process / largest child (Beam SDK workers with 2+ workers; the isolated parser if it ran)."""
+    return f"{rss['self_mb']:.0f} / {rss['children_mb']:.0f}"
+
+
+def marginal_report(rows: list[dict], n: int, reference: str, unit: str, job: str) -> list[str]:
+    """The whole-process table of bench/ingest.py and bench/dataset.py, and the N-workers-vs-1 lines.
+
+    Each row holds the reference's 1x/2x runs (``ref``, ``ref2``) and melodyflow's 1x/Kx job runs
+    (``job``, ``jobk``, ``scale``), each with ``wall_s`` and ``rss``.
+    """
+    out = ["", f"Whole process (marginal rate: {reference} from 1x and 2x runs, melodyflow from 1x and Kx; "
+               "start-up apart):", ""]
+    body = []
+    for r in rows:
+        ref = Marginal(n, r["ref"]["wall_s"], r["ref2"]["wall_s"])
+        ours = Marginal(n, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"])
+        body.append([str(r["workers"]), f"{r['ref']['wall_s']:.1f}", f"{ref.rate:.0f}", f"{ref.startup:.1f}",
+                     f"{r['job']['wall_s']:.1f}", f"{ours.rate:.0f}", f"{ours.startup:.1f}",
+                     f"**{ours.rate / ref.rate:.1f}x**",
+                     f"{max(r['ref2']['rss']['self_mb'], r['ref2']['rss']['children_mb']):.0f}",
+                     rss_cell(r["job"]["rss"]), rss_cell(r["jobk"]["rss"])])
+    out.append(table(["workers", f"{reference} wall s", f"{reference} {unit}", "start-up s", "melodyflow wall s",
+                      f"melodyflow {unit}", "start-up s", "ratio", f"{reference} peak MB",
+                      "melodyflow peak MB 1x", f"melodyflow peak MB {rows[0]['scale']}x"], body))
+    one = Marginal(n, rows[0]["job"]["wall_s"], rows[0]["jobk"]["wall_s"], rows[0]["scale"]).rate
+    for r in rows[1:]:
+        more = Marginal(n, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"]).rate
+        out.append(f"\nmelodyflow {job}, {r['workers']} workers vs 1: {more / one:.2f}x (marginal)")
+    return out

@@ -129,11 +129,6 @@ def measure(corpus: str, workers: list[int], config: str, job: bool = True, scal
         h.remove(scratch)
 
 
-def _rss(rss: dict) -> str:
-    """Main process / largest child (Beam SDK workers with 2+ workers)."""
-    return f"{rss['self_mb']:.0f} / {rss['children_mb']:.0f}"
-
-
 def report(corpus: str, result: dict) -> str:
     rows = result["rows"]
     ref0 = rows[0]["ref"]
@@ -149,24 +144,7 @@ def report(corpus: str, result: dict) -> str:
     out.append(h.table(["workers", "reference seq/s", "reference melodies/s", "melodyflow seq/s",
                         "melodyflow melodies/s", "ratio"], body))
     if "job" in rows[0]:
-        out += ["", "Whole process (marginal rate: reference from 1x and 2x runs, melodyflow from 1x and Kx; start-up apart):", ""]
-        body = []
-        for r in rows:
-            ref = h.Marginal(n, r["ref"]["wall_s"], r["ref2"]["wall_s"])
-            job = h.Marginal(n, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"])
-            body.append([str(r["workers"]), f"{r['ref']['wall_s']:.1f}", f"{ref.rate:.0f}", f"{ref.startup:.1f}",
-                         f"{r['job']['wall_s']:.1f}", f"{job.rate:.0f}", f"{job.startup:.1f}",
-                         f"**{job.rate / ref.rate:.1f}x**",
-                         f"{max(r['ref2']['rss']['self_mb'], r['ref2']['rss']['children_mb']):.0f}",
-                         _rss(r["job"]["rss"]), _rss(r["jobk"]["rss"])])
-        out.append(h.table(["workers", "reference wall s", "reference seq/s", "start-up s", "melodyflow wall s",
-                            "melodyflow seq/s", "start-up s", "ratio", "reference peak MB",
-                            "melodyflow peak MB 1x", f"melodyflow peak MB {rows[0]['scale']}x"], body))
-        if len(rows) > 1:
-            one = h.Marginal(n, rows[0]["job"]["wall_s"], rows[0]["jobk"]["wall_s"], rows[0]["scale"]).rate
-            for r in rows[1:]:
-                more = h.Marginal(n, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"]).rate
-                out.append(f"\nmelodyflow dataset build, {r['workers']} workers vs 1: {more / one:.2f}x (marginal)")
+        out += h.marginal_report(rows, n, "reference", "seq/s", "dataset build")
     for r in rows:
         same, total = r["identical"]
         out.append(f"\nworkers={r['workers']}: sequences whose examples are byte-identical, reference vs "

@@ -137,11 +137,6 @@ def measure(corpus: str, workers: list[int], job: bool = True, scale: int = 10) 
         h.remove(scratch)
 
 
-def _rss(rss: dict) -> str:
-    """Main process / largest child (Beam SDK workers with 2+ workers; the isolated parser if it ran)."""
-    return f"{rss['self_mb']:.0f} / {rss['children_mb']:.0f}"
-
-
 def report(corpus: str, rows: list[dict]) -> str:
     files = rows[0]["ref"]["files"]
     notes = rows[0]["ref"]["notes"]
@@ -156,24 +151,7 @@ def report(corpus: str, rows: list[dict]) -> str:
     out.append(h.table(["workers", "note-seq files/s", "note-seq notes/s", "melodyflow files/s",
                         "melodyflow notes/s", "ratio"], body))
     if "job" in rows[0]:
-        out += ["", "Whole process (marginal rate: note-seq from 1x and 2x runs, melodyflow from 1x and Kx; start-up apart):", ""]
-        body = []
-        for r in rows:
-            ref = h.Marginal(files, r["ref"]["wall_s"], r["ref2"]["wall_s"])
-            job = h.Marginal(files, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"])
-            body.append([str(r["workers"]), f"{r['ref']['wall_s']:.1f}", f"{ref.rate:.0f}", f"{ref.startup:.1f}",
-                         f"{r['job']['wall_s']:.1f}", f"{job.rate:.0f}", f"{job.startup:.1f}",
-                         f"**{job.rate / ref.rate:.1f}x**",
-                         f"{max(r['ref2']['rss']['self_mb'], r['ref2']['rss']['children_mb']):.0f}",
-                         _rss(r["job"]["rss"]), _rss(r["jobk"]["rss"])])
-        out.append(h.table(["workers", "note-seq wall s", "note-seq files/s", "start-up s", "melodyflow wall s",
-                            "melodyflow files/s", "start-up s", "ratio", "note-seq peak MB",
-                            "melodyflow peak MB 1x", f"melodyflow peak MB {rows[0]['scale']}x"], body))
-        if len(rows) > 1:
-            one = h.Marginal(files, rows[0]["job"]["wall_s"], rows[0]["jobk"]["wall_s"], rows[0]["scale"]).rate
-            for r in rows[1:]:
-                more = h.Marginal(files, r["job"]["wall_s"], r["jobk"]["wall_s"], r["scale"]).rate
-                out.append(f"\nmelodyflow ingestion, {r['workers']} workers vs 1: {more / one:.2f}x (marginal)")
+        out += h.marginal_report(rows, files, "note-seq", "files/s", "ingestion")
     for r in rows:
         same, common = r["identical"]
         out.append(f"\nworkers={r['workers']}: byte-identical NoteSequences, reference vs melodyflow: "

@@ -84,19 +84,21 @@ def zip_named_mid() -> bytes:
     return buf.getvalue()
 
 
+def vlq(n: int) -> bytes:
+    """A MIDI variable-length quantity (big-endian groups of 7 bits)."""
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    return bytes(reversed(out))
+
+
 def absurd_delta_time(tpq: int = 1) -> bytes:
     """A note after the largest legal delta time (0x0FFFFFFF ticks) at 1 tick per quarter.
 
     pretty_midi allocates a tick→time table as long as the file: gigabytes of memory.
     """
-    def vlq(n: int) -> bytes:
-        out = [n & 0x7F]
-        n >>= 7
-        while n:
-            out.append((n & 0x7F) | 0x80)
-            n >>= 7
-        return bytes(reversed(out))
-
     body = (vlq(0) + b"\x90\x3c\x40" + vlq(0x0FFFFFFF) + b"\x80\x3c\x00" + vlq(0) + b"\xff\x2f\x00")
     return b"MThd" + struct.pack(">IHHH", 6, 0, 1, tpq) + b"MTrk" + struct.pack(">I", len(body)) + body
 

@@ -16,23 +16,15 @@ import warnings
 import pytest
 
 import midi_factory
+from midi_factory import vlq
 from transforms.midi_fast import midi_to_sequence_bytes
 
 FUZZ = int(os.environ.get("MELODYFLOW_FUZZ_EXAMPLES", "300"))
 
 
-def _varint(value: int) -> bytes:
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    return bytes(reversed(out))
-
-
 def _track(events: list[tuple[int, bytes]], end: bool = True) -> bytes:
     """``[(delta, raw event bytes)]`` → an MTrk chunk."""
-    body = b"".join(_varint(d) + e for d, e in events)
+    body = b"".join(vlq(d) + e for d, e in events)
     if end:
         body += b"\x00\xff\x2f\x00"
     return b"MTrk" + struct.pack(">I", len(body)) + body
@@ -43,7 +35,7 @@ def _file(tracks: list[bytes], tpq: int = 480, fmt: int = 1) -> bytes:
 
 
 def _meta(kind: int, payload: bytes) -> bytes:
-    return bytes([0xFF, kind]) + _varint(len(payload)) + payload
+    return bytes([0xFF, kind]) + vlq(len(payload)) + payload
 
 
 def tempo(us: int) -> bytes:
@@ -221,7 +213,7 @@ def _random_file(rng: random.Random) -> bytes:
             elif roll < 0.86:
                 raw = _meta(rng.choice([0x01, 0x06, 0x7F, 0x21, 0x60]), bytes(rng.randint(0, 3)))
             elif roll < 0.88:
-                raw = b"\xf0" + _varint(2) + b"\x01\xf7"
+                raw = b"\xf0" + vlq(2) + b"\x01\xf7"
                 status = None
             else:
                 raw = rng.choice([bytes([0xA0 | ch, 5, 6]), bytes([0xD0 | ch, 5])])  # aftertouch
