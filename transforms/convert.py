@@ -182,6 +182,12 @@ class ConversionRequest:
     digest: str
 
 
+def convert_request(request: ConversionRequest) -> ConvertedFile:
+    """:func:`convert_file` for a request."""
+    return convert_file(request.data, request.fmt, relative_path=request.relative_path,
+                        collection=request.collection, digest=request.digest)
+
+
 def convert_files(requests: list[ConversionRequest]) -> list[ConvertedFile | tuple[str, str]]:
     """Convert many files in one call; a file's failure is returned as ``(error type, message)``.
 
@@ -192,8 +198,7 @@ def convert_files(requests: list[ConversionRequest]) -> list[ConvertedFile | tup
     out: list[ConvertedFile | tuple[str, str]] = []
     for r in requests:
         try:
-            out.append(convert_file(r.data, r.fmt, relative_path=r.relative_path, collection=r.collection,
-                                    digest=r.digest))
+            out.append(convert_request(r))
         except Exception as exc:  # noqa: BLE001 - reported per file, like a failed isolated call
             out.append((type(exc).__name__, str(exc)[:2000]))
     return out

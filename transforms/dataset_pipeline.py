@@ -15,12 +15,12 @@ from apache_beam.metrics import Metrics
 from transforms import progress, storage
 from transforms.melody_dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset, sequence_examples
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import WriteJsonLines, count_shard_records, join_writes, shard_index, shard_name
+from transforms.sharded_writer import (STAGING_DIR, WriteJsonLines, count_shard_records, join_writes, shard_index,
+                                       shard_name, split_staged_record, staged_record)
 from transforms.tfrecord import encode_records, iter_records
 
 
 
-STAGING_DIR = "_staging"
 SEQUENCES_PER_UNIT = 256  # NoteSequences per Beam element: enough work to amortize per-element costs
 
 
@@ -50,10 +50,6 @@ def plan_units(plan: DatasetPlan) -> list[WorkUnit]:
 
 def staging_dir(plan: DatasetPlan, split: str, shard: int) -> str:
     return storage.join(plan.out_dir, STAGING_DIR, f"{split}-{shard:05d}")
-
-
-def _staged(key: str, record: bytes) -> bytes:
-    return key.encode("utf-8") + b"\0" + record  # keys never contain NUL
 
 
 class ExtractMelodyExamplesDoFn(beam.DoFn):
@@ -90,7 +86,7 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
             Metrics.counter("dataset", "examples").inc(len(examples))
             for key, record in examples:
                 shard = shard_index(key, self._num_shards[split])
-                staged.setdefault((split, shard), []).append(_staged(key, record))
+                staged.setdefault((split, shard), []).append(staged_record(key, record))
             sums[split][0].update(stats)
             sums[split][1].update(histogram)
         for (split, shard), items in staged.items():
@@ -126,8 +122,7 @@ class WriteShardFromStagingDoFn(beam.DoFn):
         items = []
         for url in sorted(storage.list_dir(staging_dir(self._plan, split, shard))):
             for staged in iter_records(storage.read_bytes(url), source=url):
-                key, _, record = staged.partition(b"\0")
-                items.append((key, record))
+                items.append(split_staged_record(staged))
         items.sort()
         url = storage.join(self._plan.out_dir,
                            shard_name(self._plan.shard_prefix(split), shard, self._plan.num_shards(split)))

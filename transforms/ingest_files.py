@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from transforms import storage
-from transforms.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_file,
-                                convert_files, convert_midi_fast, format_for_path)
+from transforms.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_files,
+                                convert_midi_fast, convert_request, format_for_path)
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedCallError, IsolatedWorker, Limits, RemoteError
 from transforms.midi_scan import count_note_ons
@@ -98,8 +98,7 @@ def _finish(pending: _Pending, result: ConvertedFile | IsolatedCallError) -> Fil
 
 def _convert_one(worker: IsolatedWorker, request: ConversionRequest) -> ConvertedFile | IsolatedCallError:
     try:
-        return worker.call(convert_file, request.data, request.fmt, relative_path=request.relative_path,
-                           collection=request.collection, digest=request.digest)
+        return worker.call(convert_request, request)
     except IsolatedCallError as exc:
         return exc
 
@@ -143,11 +142,14 @@ def process_files(
     """
     results: list[FileOutcome | None] = []
     batch: list[tuple[int, _Pending]] = []
+    batch_size = 0
 
     def flush() -> None:
+        nonlocal batch_size
         for (i, pending), result in zip(batch, _convert_batch(worker, [p for _, p in batch])):
             results[i] = _finish(pending, result)
         batch.clear()
+        batch_size = 0
 
     for entry in entries:  # read while batching, so at most ``batch_bytes`` plus one file are held
         prepared = _prepare(entry, source=source, settings=settings, known_hashes=known_hashes)
@@ -159,7 +161,8 @@ def process_files(
         results.append(prepared if isinstance(prepared, FileOutcome) else None)
         if isinstance(prepared, _Pending):
             batch.append((len(results) - 1, prepared))
-            if sum(len(p.request.data) for _, p in batch) >= batch_bytes:
+            batch_size += len(prepared.request.data)
+            if batch_size >= batch_bytes:
                 flush()
     if batch:
         flush()
@@ -168,11 +171,7 @@ def process_files(
 
 def first_paths(outcomes: Iterable[FileOutcome]) -> dict[str, str]:
     """Content hash → the first path (in path order) among converted files with that content."""
-    first: dict[str, str] = {}
-    for o in outcomes:
-        if o.status is FileStatus.CONVERTED and (o.sha256 not in first or o.path < first[o.sha256]):
-            first[o.sha256] = o.path
-    return first
+    return merge_first_paths({o.sha256: o.path} for o in outcomes if o.status is FileStatus.CONVERTED)
 
 
 def merge_first_paths(parts: Iterable[dict[str, str]]) -> dict[str, str]:

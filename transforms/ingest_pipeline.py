@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 
@@ -16,13 +15,10 @@ from transforms.ingest_files import first_paths, mark_duplicates, merge_first_pa
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import count_shard_records, shard_name
+from transforms.sharded_writer import (STAGING_DIR, count_shard_records, shard_name, split_staged_record,
+                                       staged_record)
 from transforms.tfrecord import encode_records, iter_records
 
-_LOG = logging.getLogger(__name__)
-
-
-STAGING_DIR = "_staging"
 CHUNK_FILES = 64  # files per Beam element: real work per element (Beam's per-element cost is high)
 
 
@@ -54,15 +50,19 @@ def staging_url(batch_dir: str, chunk: int) -> str:
     return storage.join(batch_dir, STAGING_DIR, f"chunk-{chunk:06d}.tfrecord")
 
 
-def _staged(path: str, sequence: bytes) -> bytes:
-    return path.encode("utf-8") + b"\0" + sequence  # paths never contain NUL
+def outcomes_url(batch_dir: str, chunk: int) -> str:
+    return storage.join(batch_dir, STAGING_DIR, f"chunk-{chunk:06d}.jsonl")
+
+
+def manifest_part_url(batch_dir: str, shard: int) -> str:
+    return storage.join(batch_dir, STAGING_DIR, f"manifest-{shard:05d}.jsonl")
 
 
 class ConvertFilesDoFn(beam.DoFn):
     """Reads and converts a chunk of files; small MIDI files in-process, the rest in an isolated child.
 
-    The chunk's NoteSequences go straight to a staging file; only their outcomes (no payload) travel
-    through Beam, so no runner ever holds a corpus worth of sequences in memory.
+    The chunk's NoteSequences and outcomes go to staging files; only the chunk's content-hash → first
+    path map travels through Beam, so no runner holds a corpus worth of sequences or outcomes.
     """
 
     def __init__(self, plan: batches.IngestPlan):
@@ -84,7 +84,7 @@ class ConvertFilesDoFn(beam.DoFn):
         outcomes = process_files(chunk.files, source=self._source, settings=self._settings,
                                  known_hashes=self._known, worker=self._worker)
         storage.write_bytes(staging_url(self._batch_dir, chunk.index), encode_records(
-            _staged(o.path, seq) for o in outcomes for seq in o.sequences), durable=False)
+            staged_record(o.path, seq) for o in outcomes for seq in o.sequences), durable=False)
         storage.write_text(outcomes_url(self._batch_dir, chunk.index), "".join(
             json.dumps(o.manifest_record(), sort_keys=True) + "\n" for o in outcomes), durable=False)
         for outcome in outcomes:
@@ -94,14 +94,6 @@ class ConvertFilesDoFn(beam.DoFn):
         progress.report(self._progress_dir, len(chunk.files))
         # Only what deduplication needs travels through Beam: the runner holds no outcomes or sequences.
         yield first_paths(outcomes)
-
-
-def outcomes_url(batch_dir: str, chunk: int) -> str:
-    return storage.join(batch_dir, STAGING_DIR, f"chunk-{chunk:06d}.jsonl")
-
-
-def manifest_part_url(batch_dir: str, shard: int) -> str:
-    return storage.join(batch_dir, STAGING_DIR, f"manifest-{shard:05d}.jsonl")
 
 
 class WriteShardFromStagingDoFn(beam.DoFn):
@@ -122,8 +114,8 @@ class WriteShardFromStagingDoFn(beam.DoFn):
             kept = {o.path for o in chunk_outcomes if o.status is FileStatus.CONVERTED}
             url = staging_url(self._batch_dir, chunk)
             for staged in iter_records(storage.read_bytes(url), source=url):
-                path, _, sequence = staged.partition(b"\0")
-                if path.decode("utf-8") in kept:
+                path, sequence = split_staged_record(staged)
+                if path in kept:
                     records.append(sequence)
             outcomes += chunk_outcomes
         outcomes.sort(key=lambda o: o.path)

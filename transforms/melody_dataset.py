@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from transforms import storage
 from transforms.batches import CompletedBatch, completed_batches
 from transforms.melody_configs import MelodyConfig

@@ -17,6 +17,19 @@ from transforms import storage
 from transforms.tfrecord import iter_records
 
 
+STAGING_DIR = "_staging"  # scratch records under a job's output directory, removed before publishing
+
+
+def staged_record(key: str, payload: bytes) -> bytes:
+    """A staging record: the key (a path or an example key, never containing NUL), NUL, the payload."""
+    return key.encode("utf-8") + b"\0" + payload
+
+
+def split_staged_record(record: bytes) -> tuple[str, bytes]:
+    key, _, payload = record.partition(b"\0")
+    return key.decode("utf-8"), payload
+
+
 def shard_name(prefix: str, index: int, num_shards: int) -> str:
     return f"{prefix}-{index:05d}-of-{num_shards:05d}"
 
