@@ -135,6 +135,23 @@ def rss_cell(rss: dict) -> str:
     return f"{rss['self_mb']:.0f} / {rss['children_mb']:.0f}"
 
 
+def stage_report(rows: list[dict], n: int, reference: str, unit: str, second: str) -> list[str]:
+    """The per-core stage table of bench/ingest.py and bench/dataset.py.
+
+    Each row holds ``ref`` and ``stage`` pool runs with ``work_s`` and the count ``second`` (notes,
+    melodies); ``n`` is how many files or sequences each run processed.
+    """
+    body = []
+    for r in rows:
+        ref, st = r["ref"], r["stage"]
+        body.append([str(r["workers"]), f"{n / ref['work_s']:.0f}", f"{ref[second] / ref['work_s']:.0f}",
+                     f"{n / st['work_s']:.0f}", f"{st[second] / st['work_s']:.0f}",
+                     f"**{ref['work_s'] / st['work_s']:.1f}x**"])
+    return ["Stage (work only, warmed-up pool; per core = the 1-worker row):", "",
+            table(["workers", f"{reference} {unit}", f"{reference} {second}/s", f"melodyflow {unit}",
+                   f"melodyflow {second}/s", "ratio"], body)]
+
+
 def marginal_report(rows: list[dict], n: int, reference: str, unit: str, job: str) -> list[str]:
     """The whole-process table of bench/ingest.py and bench/dataset.py, and the N-workers-vs-1 lines.
 

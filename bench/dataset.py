@@ -134,15 +134,7 @@ def report(corpus: str, result: dict) -> str:
     ref0 = rows[0]["ref"]
     n, mel = ref0["sequences"], ref0["melodies"]
     out = [f"corpus: {corpus} ({n} NoteSequences, {mel} melodies, config {result['config']})", "",
-           "Stage (work only, warmed-up pool; per core = the 1-worker row):", ""]
-    body = []
-    for r in rows:
-        ref, st = r["ref"], r["stage"]
-        body.append([str(r["workers"]), f"{n / ref['work_s']:.0f}", f"{mel / ref['work_s']:.0f}",
-                     f"{n / st['work_s']:.0f}", f"{mel / st['work_s']:.0f}",
-                     f"**{ref['work_s'] / st['work_s']:.1f}x**"])
-    out.append(h.table(["workers", "reference seq/s", "reference melodies/s", "melodyflow seq/s",
-                        "melodyflow melodies/s", "ratio"], body))
+           *h.stage_report(rows, n, "reference", "seq/s", "melodies")]
     if "job" in rows[0]:
         out += h.marginal_report(rows, n, "reference", "seq/s", "dataset build")
     for r in rows:

@@ -141,15 +141,7 @@ def report(corpus: str, rows: list[dict]) -> str:
     files = rows[0]["ref"]["files"]
     notes = rows[0]["ref"]["notes"]
     out = [f"corpus: {corpus} ({files} score files, {notes} notes by note-seq)", "",
-           "Stage (work only, warmed-up pool; per core = the 1-worker row):", ""]
-    body = []
-    for r in rows:
-        ref, st = r["ref"], r["stage"]
-        body.append([str(r["workers"]), f"{files / ref['work_s']:.0f}", f"{ref['notes'] / ref['work_s']:.0f}",
-                     f"{files / st['work_s']:.0f}", f"{st['notes'] / st['work_s']:.0f}",
-                     f"**{ref['work_s'] / st['work_s']:.1f}x**"])
-    out.append(h.table(["workers", "note-seq files/s", "note-seq notes/s", "melodyflow files/s",
-                        "melodyflow notes/s", "ratio"], body))
+           *h.stage_report(rows, files, "note-seq", "files/s", "notes")]
     if "job" in rows[0]:
         out += h.marginal_report(rows, files, "note-seq", "files/s", "ingestion")
     for r in rows:
