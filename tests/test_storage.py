@@ -99,3 +99,32 @@ def test_secrets_never_reach_error_messages(monkeypatch):
     monkeypatch.setenv("MELODYFLOW_STORAGE_RETRIES", "-1")
     with pytest.raises(ValueError, match="MELODYFLOW_STORAGE_RETRIES"):
         storage.default_retries()
+
+
+def test_streamed_reads_and_writes_match_whole_ones(root):
+    """Shard writers, the manifest and the staged listing are streamed (flat memory at any corpus size)."""
+    text = "".join(f"line {i} {'é' * (i % 7)}\n" for i in range(3000)) + "no newline at the end"
+    url = storage.join(root, "stream", "lines.txt")
+    storage.write_stream(url, lambda: (text[i:i + 777].encode("utf-8") for i in range(0, len(text), 777)))
+    data = storage.read_bytes(url)
+    assert data == text.encode("utf-8")
+    assert b"".join(storage.iter_blocks(url, block_size=1000)) == data
+    assert all(len(b) <= 1000 for b in storage.iter_blocks(url, block_size=1000))
+    assert list(storage.iter_lines(url, block_size=333)) == text.split("\n")
+    assert storage.read_range(url, 1234, 567) == data[1234:1234 + 567]
+    assert storage.read_range(url, len(data) - 3, 100) == data[-3:]
+    empty = storage.join(root, "stream", "empty.bin")
+    storage.write_stream(empty, lambda: iter(()))
+    assert storage.read_bytes(empty) == b"" and list(storage.iter_blocks(empty)) == []
+
+
+def test_a_failed_streamed_write_leaves_no_object(tmp_path):
+    url = str(tmp_path / "out.bin")
+
+    def pieces():
+        yield b"half"
+        raise RuntimeError("producer died")
+
+    with pytest.raises(RuntimeError, match="producer died"):
+        storage.write_stream(url, pieces)
+    assert os.listdir(tmp_path) == []

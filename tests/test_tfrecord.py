@@ -1,6 +1,9 @@
+import random
+
 import pytest
 
-from transforms.tfrecord import CorruptRecordError, encode_records, iter_records
+from transforms.tfrecord import (CorruptRecordError, encode_records, encode_records_in_pieces, iter_records,
+                                iter_records_from_blocks)
 
 
 def test_roundtrip_preserves_payloads_and_order():
@@ -30,3 +33,19 @@ def test_tensorflow_reads_our_records(tmp_path):
         for p in payloads:
             writer.write(p)
     assert (tmp_path / "tf.tfrecord").read_bytes() == path.read_bytes()
+
+
+def test_streamed_reading_and_writing_match_whole_files():
+    rng = random.Random(7)
+    payloads = [rng.randbytes(rng.choice([0, 1, 11, 12, 13, 500, 70_000])) for _ in range(300)]
+    data = encode_records(payloads)
+    assert b"".join(encode_records_in_pieces(payloads, piece_bytes=10_000)) == data
+    for block in (1, 5, 12, 16, 4096, 1 << 20):
+        blocks = (data[i:i + block] for i in range(0, len(data), block))
+        assert list(iter_records_from_blocks(blocks)) == payloads == list(iter_records(data))
+    with pytest.raises(CorruptRecordError, match="truncated"):
+        list(iter_records_from_blocks([data[:-1]]))
+    flipped = bytearray(data)
+    flipped[len(encode_records(payloads[:3])) + 2] ^= 1  # a length byte of the fourth record
+    with pytest.raises(CorruptRecordError, match="bad length checksum"):
+        list(iter_records_from_blocks([bytes(flipped)]))

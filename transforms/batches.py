@@ -21,14 +21,14 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 from transforms import storage
 from transforms.convert import format_for_path
 from transforms.ingest_files import IngestSettings
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
-from transforms.tfrecord import iter_records
+from transforms.tfrecord import iter_records_from_blocks
 
 NOTESEQUENCES_DIR = "notesequences"
 DEAD_LETTERS_DIR = "dead_letters"
@@ -85,9 +85,11 @@ class CompletedBatch:
     def shard_urls(self) -> list[str]:
         return [storage.join(self.url, name) for name in self.marker["shards"]]
 
-    def outcomes(self) -> list[FileOutcome]:
-        text = storage.read_text(storage.join(self.url, MANIFEST))
-        return [FileOutcome.from_manifest_record(json.loads(line)) for line in text.splitlines() if line]
+    def outcomes(self) -> Iterator[FileOutcome]:
+        """The manifest's outcomes, in path order, read a block at a time (a manifest line per file)."""
+        for line in storage.iter_lines(storage.join(self.url, MANIFEST)):
+            if line:
+                yield FileOutcome.from_manifest_record(json.loads(line))
 
     def report(self) -> dict:
         return json.loads(storage.read_text(storage.join(self.url, REPORT)))
@@ -133,7 +135,7 @@ def completed_batches(data_root: str) -> list[CompletedBatch]:
 def read_sequences(batch: CompletedBatch) -> Iterator[bytes]:
     """Serialized NoteSequences of a completed batch, shard by shard."""
     for url in batch.shard_urls:
-        yield from iter_records(storage.read_bytes(url), source=url)
+        yield from iter_records_from_blocks(storage.iter_blocks(url), source=url)
 
 
 def _fingerprint(files: list[FileEntry], settings: IngestSettings) -> str:
@@ -187,57 +189,101 @@ def remove_stale_batches(plan: IngestPlan) -> None:
         storage.remove_tree(storage.join(plan.data_root, DEAD_LETTERS_DIR, f"{name}.jsonl"))
 
 
-def summarize(outcomes: list[FileOutcome]) -> dict:
-    """Counts per input file; ``found == converted + duplicates + failed`` by construction."""
-    status = Counter(o.status for o in outcomes)
+def summarize(outcomes: Iterable[FileOutcome]) -> dict:
+    """Counts per input file, in one pass; ``found == converted + duplicates + failed`` by construction."""
+    status: Counter = Counter()
+    reasons: Counter = Counter()
+    sequences = tunes_failed = 0
+    for o in outcomes:
+        status[o.status] += 1
+        if o.status is FileStatus.CONVERTED:
+            sequences += len(o.sequence_ids)
+            tunes_failed += len(o.tune_errors)
+        elif o.status is FileStatus.FAILED:
+            reasons[o.reason] += 1
     return {
-        "found": len(outcomes),
+        "found": sum(status.values()),
         "converted": status[FileStatus.CONVERTED],
         "duplicates": status[FileStatus.DUPLICATE],
         "failed": status[FileStatus.FAILED],
-        "sequences": sum(len(o.sequence_ids) for o in outcomes if o.status is FileStatus.CONVERTED),
-        "tunes_failed": sum(len(o.tune_errors) for o in outcomes if o.status is FileStatus.CONVERTED),
-        "failure_reasons": dict(sorted(Counter(o.reason for o in outcomes
-                                               if o.status is FileStatus.FAILED).items())),
+        "sequences": sequences,
+        "tunes_failed": tunes_failed,
+        "failure_reasons": dict(sorted(reasons.items())),
     }
 
 
-def dead_letter_record(plan: IngestPlan, outcome: FileOutcome) -> dict:
+def dead_letter_record(source: str, batch_id: str, outcome: FileOutcome) -> dict:
     return {
-        "path": storage.redact(storage.join(plan.source, outcome.path)),
+        "path": storage.redact(storage.join(source, outcome.path)),
         "relative_path": outcome.path,
         "reason": outcome.reason,
         "error": outcome.error,
         "size": outcome.size,
         "sha256": outcome.sha256,
-        "batch": plan.batch_id,
+        "batch": batch_id,
     }
 
 
-def finalize_batch(plan: IngestPlan, shard_counts: dict[str, int], elapsed_s: float) -> dict:
-    """Write dead letters, the report, then the marker — in that order — and return the report.
+def paths_digest(paths: Iterable[str]) -> str:
+    """A fingerprint of a run of paths, in order: how a shard's manifest part proves which files it
+    covers without the driver re-reading the manifest."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.encode("utf-8") + b"\n")
+    return h.hexdigest()
 
-    Checks that the shards hold exactly the sequences the manifest promises before publishing.
+
+def shard_report(shard_url: str, first_file: int, outcomes: list[FileOutcome], records: int) -> dict:
+    """What a shard writer vouches for: the planned files its manifest part covers, their counts, and
+    the records it read back from the shard it wrote."""
+    return {"shard": shard_url.rstrip("/").rsplit("/", 1)[-1], "first_file": first_file, "files": len(outcomes),
+            "paths_sha256": paths_digest(o.path for o in outcomes), "counts": summarize(outcomes),
+            "records": records}
+
+
+def _check_shard_reports(plan: IngestPlan, reports: list[dict]) -> dict:
+    """The reports must tile the plan's listing exactly, and each shard hold what its part promises;
+    returns the batch's counts."""
+    reports = sorted(reports, key=lambda r: r["first_file"])
+    covered = 0
+    counts = summarize(())
+    for r in reports:
+        planned = plan.files[r["first_file"]:r["first_file"] + r["files"]]
+        if r["first_file"] != covered or paths_digest(e.path for e in planned) != r["paths_sha256"]:
+            raise RuntimeError(
+                f"manifest part of {r['shard']} in {plan.batch_id} does not cover the planned files "
+                f"{r['first_file']}..{r['first_file'] + r['files'] - 1}; refusing to mark the batch complete")
+        if r["records"] != r["counts"]["sequences"]:
+            raise RuntimeError(
+                f"{r['shard']} of {plan.batch_id} holds {r['records']} sequences but its manifest part lists "
+                f"{r['counts']['sequences']}; refusing to mark the batch complete")
+        covered += r["files"]
+        for key, value in r["counts"].items():
+            if key == "failure_reasons":
+                merged = Counter(counts[key]) + Counter(value)
+                counts[key] = dict(sorted(merged.items()))
+            else:
+                counts[key] += value
+    if covered != len(plan.files):
+        raise RuntimeError(f"manifest of {plan.batch_id} covers {covered} of {len(plan.files)} planned files; "
+                           "refusing to mark the batch complete")
+    return counts
+
+
+def finalize_batch(plan: IngestPlan, shard_reports: list[dict], dead_letter_parts: list[str],
+                   elapsed_s: float, before_publishing: Callable[[], None] = lambda: None) -> dict:
+    """Write dead letters, call ``before_publishing`` (the job removes its scratch files), write the
+    report, then the marker — in that order — and return the report.
+
+    Checks the shard writers' reports (see :func:`shard_report`) against the plan before publishing:
+    every planned file covered once, in order, and every shard holding what the manifest promises.
+    The checks cost the driver a hash per file, not a manifest read: with several workers, serial
+    driver work is what limits scaling.
     """
-    batch = CompletedBatch(batch_id=plan.batch_id, url=plan.batch_dir, marker={})
-    outcomes = batch.outcomes()
-    listed = {e.path for e in plan.files}
-    got = {o.path for o in outcomes}
-    if got != listed or len(outcomes) != len(plan.files):
-        raise RuntimeError(
-            f"manifest of {plan.batch_id} covers {len(got)} files but {len(listed)} were planned; "
-            "refusing to mark the batch complete"
-        )
-    counts = summarize(outcomes)
-    if sum(shard_counts.values()) != counts["sequences"]:
-        raise RuntimeError(
-            f"shards of {plan.batch_id} hold {sum(shard_counts.values())} sequences but the manifest "
-            f"lists {counts['sequences']}; refusing to mark the batch complete"
-        )
-    failed = [dead_letter_record(plan, o) for o in outcomes if o.status is FileStatus.FAILED]
-    storage.write_text(plan.dead_letters_url,
-                       "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in failed))
-    shard_names = sorted(url.rstrip("/").rsplit("/", 1)[-1] for url in shard_counts)
+    counts = _check_shard_reports(plan, shard_reports)
+    storage.write_stream(plan.dead_letters_url, lambda: (storage.read_bytes(url) for url in dead_letter_parts))
+    before_publishing()
+    shard_names = sorted(r["shard"] for r in shard_reports)
     report = {
         "batch_id": plan.batch_id,
         "source": plan.source,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import json
 import math
 import time
 import traceback
@@ -15,9 +17,9 @@ from apache_beam.metrics import Metrics
 from transforms import progress, storage
 from transforms.melody_dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset, sequence_examples
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import (STAGING_DIR, WriteJsonLines, count_shard_records, join_writes, shard_index,
+from transforms.sharded_writer import (STAGING_DIR, WriteJsonLines, join_writes, shard_index,
                                        shard_name, split_staged_record, staged_record)
-from transforms.tfrecord import encode_records, iter_records
+from transforms.tfrecord import encode_records, encode_records_in_pieces, iter_records_from_blocks
 
 
 
@@ -48,6 +50,10 @@ def plan_units(plan: DatasetPlan) -> list[WorkUnit]:
     return units
 
 
+def shard_count_url(plan: DatasetPlan, split: str, shard: int) -> str:
+    return storage.join(plan.out_dir, STAGING_DIR, "counts", f"{split}-{shard:05d}.json")
+
+
 def staging_dir(plan: DatasetPlan, split: str, shard: int) -> str:
     return storage.join(plan.out_dir, STAGING_DIR, f"{split}-{shard:05d}")
 
@@ -74,7 +80,7 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
         staged: dict[tuple[str, int], list[bytes]] = {}
         sums = {split: (Counter(), Counter()) for split in SPLITS}
         done = 0
-        records = iter_records(storage.read_bytes(unit.shard_url), source=unit.shard_url)
+        records = iter_records_from_blocks(storage.iter_blocks(unit.shard_url), source=unit.shard_url)
         for serialized in itertools.islice(records, unit.part, None, unit.parts):
             done += 1
             try:
@@ -91,6 +97,7 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
             sums[split][1].update(histogram)
         for (split, shard), items in staged.items():
             url = storage.join(staging_dir(self._plan, split, shard), f"unit-{unit.index:06d}.tfrecord")
+            items.sort()  # keys first: sorted staged records let the shard writer merge without holding them
             storage.write_bytes(url, encode_records(items), durable=False)
         for split, (counters, histogram) in sums.items():
             if counters:
@@ -112,23 +119,42 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
 
 
 class WriteShardFromStagingDoFn(beam.DoFn):
-    """Output shard ``(split, k)`` ← every unit's staged examples for it, sorted by key."""
+    """Output shard ``(split, k)`` ← every unit's staged examples for it, merged in key order.
+
+    Each unit's staging file is sorted, so the shard is a streaming merge: the writer holds one block of
+    each unit's file, never the shard.  Local blocks are small (seeks are free); remote ones larger,
+    since each is a request.
+    """
+
+    LOCAL_BLOCK = 16 << 10
+    REMOTE_BLOCK = 1 << 20
 
     def __init__(self, plan: DatasetPlan):
         self._plan = plan
 
     def process(self, element, _units_done):
         split, shard = element
-        items = []
-        for url in sorted(storage.list_dir(staging_dir(self._plan, split, shard))):
-            for staged in iter_records(storage.read_bytes(url), source=url):
-                items.append(split_staged_record(staged))
-        items.sort()
+        urls = storage.list_dir(staging_dir(self._plan, split, shard))
         url = storage.join(self._plan.out_dir,
                            shard_name(self._plan.shard_prefix(split), shard, self._plan.num_shards(split)))
-        storage.write_bytes(url, encode_records(record for _, record in items))
-        Metrics.counter("write_shards", "records_written").inc(len(items))
-        yield url, len(items)
+        block = self.LOCAL_BLOCK if storage.protocol_of(url) == "file" else self.REMOTE_BLOCK
+        written = [0]
+
+        def merged_records():
+            written[0] = 0
+            streams = [map(split_staged_record, iter_records_from_blocks(storage.iter_blocks(u, block), source=u))
+                       for u in urls]
+            for _key, record in heapq.merge(*streams):
+                written[0] += 1
+                yield record
+
+        storage.write_stream(url, lambda: encode_records_in_pieces(merged_records()))
+        Metrics.counter("write_shards", "records_written").inc(written[0])
+        # Read back here, in parallel, what the completion marker will vouch for; the driver only sums.
+        records = sum(1 for _ in iter_records_from_blocks(storage.iter_blocks(url), source=url))
+        storage.write_text(shard_count_url(self._plan, split, shard), json.dumps({"url": url, "records": records}),
+                           durable=False)
+        yield url, records
 
 
 def _sum_stats(values):
@@ -173,6 +199,11 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
     join_writes(shards, partial)
 
 
+def _read_count(url: str) -> tuple[str, int]:
+    written = json.loads(storage.read_text(url))
+    return written["url"], written["records"]
+
+
 def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=lambda done, total: None) -> dict:
     """Build the dataset for ``plan`` (replacing an older one) and publish it.
 
@@ -188,7 +219,7 @@ def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=la
     with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
                                   on_progress):
         finish(pipeline.run())
-    storage.remove_tree(storage.join(plan.out_dir, STAGING_DIR))
-    shard_counts = {split: count_shard_records(plan.out_dir, plan.shard_prefix(split), plan.num_shards(split))
+    shard_counts = {split: dict(_read_count(shard_count_url(plan, split, k)) for k in range(plan.num_shards(split)))
                     for split in SPLITS}
+    storage.remove_tree(storage.join(plan.out_dir, STAGING_DIR))
     return finalize_dataset(plan, shard_counts, time.monotonic() - started)

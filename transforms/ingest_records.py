@@ -12,7 +12,7 @@ class FileStatus(str, enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class FileEntry:
     """A source file to ingest: path relative to SOURCE (``/``-separated) and its listed size."""
 

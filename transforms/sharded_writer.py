@@ -14,7 +14,6 @@ import json
 import apache_beam as beam
 
 from transforms import storage
-from transforms.tfrecord import iter_records
 
 
 STAGING_DIR = "_staging"  # scratch records under a job's output directory, removed before publishing
@@ -38,15 +37,6 @@ def shard_index(key: str, num_shards: int) -> int:
     """Stable shard for ``key`` (Python's ``hash`` is salted per process, so it cannot be used)."""
     digest = hashlib.sha1(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % num_shards
-
-
-def count_shard_records(directory: str, prefix: str, num_shards: int) -> dict[str, int]:
-    """Read every shard back and count its records: what a completion marker may vouch for."""
-    counts = {}
-    for index in range(num_shards):
-        url = storage.join(directory, shard_name(prefix, index, num_shards))
-        counts[url] = sum(1 for _ in iter_records(storage.read_bytes(url), source=url))
-    return counts
 
 
 class WriteJsonLines(beam.PTransform):

@@ -11,7 +11,7 @@ import os
 import posixpath
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 # gcsfs probes for hierarchical-namespace buckets on every operation; against the emulator that stalls
@@ -168,7 +168,7 @@ def retrying(what: str, url: str, fn: Callable[[], T], retries: int | None = Non
 
 def read_bytes(url: str) -> bytes:
     if protocol_of(url) == "file":  # plain open(): fsspec's per-call overhead costs more than a small file
-        path = url[len("file://"):] if url.startswith("file://") else url
+        path = _local_path(url)
 
         def read_local() -> bytes:
             with open(path, "rb") as fh:
@@ -176,6 +176,85 @@ def read_bytes(url: str) -> bytes:
 
         return retrying("reading", url, read_local)
     return retrying("reading", url, lambda: filesystem(url).cat_file(url))
+
+
+def _local_path(url: str) -> str:
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def iter_blocks(url: str, block_size: int = 1 << 20) -> Iterator[bytes]:
+    """Read an object in pieces of at most ``block_size`` bytes, so a reader's memory is bounded by the
+    block and never by the object.  Remote objects are read by ranged requests, each retried on its own:
+    a fault in the middle of a large shard costs one block, not the whole read."""
+    if protocol_of(url) == "file":
+        with retrying("reading", url, lambda: open(_local_path(url), "rb")) as fh:
+            while block := fh.read(block_size):
+                yield block
+        return
+    fs = filesystem(url)
+    total = size(url)
+    for start in range(0, total, block_size):
+        end = min(total, start + block_size)
+        yield retrying("reading", url, lambda: fs.cat_file(url, start=start, end=end))
+
+
+def read_range(url: str, offset: int, length: int) -> bytes:
+    """``length`` bytes of an object from ``offset`` (fewer only where the object ends)."""
+    if protocol_of(url) == "file":
+        def read_local() -> bytes:
+            with open(_local_path(url), "rb") as fh:
+                fh.seek(offset)
+                return fh.read(length)
+
+        return retrying("reading", url, read_local)
+    return retrying("reading", url, lambda: filesystem(url).cat_file(url, start=offset, end=offset + length))
+
+
+def iter_lines(url: str, block_size: int = 1 << 20) -> Iterator[str]:
+    """The lines of a UTF-8 text object without their line breaks, read block by block."""
+    pending = b""
+    for block in iter_blocks(url, block_size):
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line.decode("utf-8")
+    if pending:
+        yield pending.decode("utf-8")
+
+
+def write_stream(url: str, produce: Callable[[], Iterable[bytes]], *, durable: bool = True) -> None:
+    """Write an object from the pieces ``produce()`` yields, holding one piece at a time.
+
+    Same guarantees as :func:`write_bytes` (readers never see part of the object).  A retried upload
+    calls ``produce`` again, so it must yield the same pieces every time.
+    """
+    fs = filesystem(url)
+    if protocol_of(url) == "file":
+        parent = os.path.dirname(os.path.abspath(url))
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{url}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as fh:
+                for piece in produce():
+                    fh.write(piece)
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, url)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+
+    def upload() -> None:
+        try:
+            with fs.open(url, "wb") as fh:
+                for piece in produce():
+                    fh.write(piece)
+        except FileNotFoundError as exc:  # see write_bytes
+            raise ConnectionError(f"upload session lost: {exc}") from exc
+
+    retrying("writing", url, upload)
 
 
 def write_bytes(url: str, data: bytes, *, durable: bool = True) -> None:
@@ -247,7 +326,7 @@ def remove_tree(url: str) -> None:
     fs = filesystem(url)
     fs.invalidate_cache()
     try:
-        if fs.exists(url):
+        if retrying("checking", url, lambda: fs.exists(url)):
             retrying("removing", url, lambda: fs.rm(url, recursive=True))
     except FileNotFoundError:
         pass
@@ -270,6 +349,7 @@ def walk_files(root: str) -> Iterator[tuple[str, int]]:
         if not os.path.isdir(base):
             raise FileNotFoundError(f"source directory not found: {root}")
         found: list[tuple[str, int]] = []
+        prefix = len(base.rstrip(os.sep)) + 1  # os.walk's dirpaths all start with base: slice, not relpath
         for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
             dirnames.sort()
             for name in filenames:
@@ -278,7 +358,7 @@ def walk_files(root: str) -> Iterator[tuple[str, int]]:
                     size = os.stat(full).st_size
                 except OSError:
                     size = -1  # dangling symlink: reported as a failed file by the reader
-                found.append((os.path.relpath(full, base).replace(os.sep, "/"), size))
+                found.append((full[prefix:].replace(os.sep, "/"), size))
         yield from sorted(found)
         return
     fs = filesystem(root)

@@ -57,3 +57,42 @@ def iter_records(data: bytes, *, source: str = "<bytes>") -> Iterator[bytes]:
             raise CorruptRecordError(f"{source}: bad payload checksum at byte {pos}")
         yield payload
         pos = stop + 4
+
+
+def iter_records_from_blocks(blocks: Iterable[bytes], *, source: str = "<stream>") -> Iterator[bytes]:
+    """Like :func:`iter_records`, over a file read piece by piece (``storage.iter_blocks``): memory is
+    one block plus one record, whatever the file's size."""
+    buffer = bytearray()
+    offset = 0  # file offset of buffer[0], for error messages
+    for block in blocks:
+        buffer += block
+        pos = 0
+        while len(buffer) - pos >= 12:
+            (length,) = struct.unpack_from("<Q", buffer, pos)
+            (length_crc,) = struct.unpack_from("<I", buffer, pos + 8)
+            if length_crc != _masked_crc(bytes(buffer[pos:pos + 8])):
+                raise CorruptRecordError(f"{source}: bad length checksum at byte {offset + pos}")
+            if len(buffer) - pos < 16 + length:
+                break
+            yield from iter_records(bytes(buffer[pos:pos + 16 + length]), source=f"{source} (byte {offset + pos})")
+            pos += 16 + length
+        del buffer[:pos]
+        offset += pos
+    if buffer:
+        # Whatever is left is a truncated record: let the whole-bytes reader name the problem.
+        yield from iter_records(bytes(buffer), source=f"{source} (byte {offset})")
+
+
+def encode_records_in_pieces(payloads: Iterable[bytes], piece_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """Framed records joined into pieces of about ``piece_bytes``: for ``storage.write_stream``."""
+    piece: list[bytes] = []
+    held = 0
+    for payload in payloads:
+        framed = encode_record(payload)
+        piece.append(framed)
+        held += len(framed)
+        if held >= piece_bytes:
+            yield b"".join(piece)
+            piece, held = [], 0
+    if piece:
+        yield b"".join(piece)
