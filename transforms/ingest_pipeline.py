@@ -7,6 +7,7 @@ import itertools
 import json
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_string
 
 import apache_beam as beam
 import numpy as np
@@ -92,19 +93,27 @@ class ChunkLayout:
         """Write the listing (a JSON line per file) where workers read their chunk's part of it."""
         if len(files) != self.num_files:
             raise ValueError(f"layout is for {self.num_files} files, got {len(files)}")
-        chunks, offset = [], 0
-        for shard in range(self.num_shards):
-            for index in self.shard_chunks(shard):
-                span = self.chunk_files(index)
-                length = sum(len(_listing_line(files[i])) for i in span)
-                chunks.append(Chunk(index, shard, span.start, offset, length))
-                offset += length
-        storage.write_stream(listing_url, lambda: (_listing_line(entry) for entry in files), durable=False)
+        chunks: list[Chunk] = []
+
+        def lines():  # chunks are found while writing: one pass over the listing (a retry starts over)
+            chunks.clear()
+            offset = 0
+            for shard in range(self.num_shards):
+                for index in self.shard_chunks(shard):
+                    span = self.chunk_files(index)
+                    piece = "".join(_listing_line(files[i]) for i in span).encode("ascii")
+                    chunks.append(Chunk(index, shard, span.start, offset, len(piece)))
+                    offset += len(piece)
+                    yield piece
+
+        storage.write_stream(listing_url, lines, durable=False)
         return chunks
 
 
-def _listing_line(entry: FileEntry) -> bytes:
-    return (json.dumps([entry.path, entry.size], ensure_ascii=False) + "\n").encode("utf-8")
+def _listing_line(entry: FileEntry) -> str:
+    """``json.dumps([path, size])``, without its per-call overhead (the driver writes a line per listed
+    file).  ASCII escapes keep undecodable names (surrogate escapes) intact through the round trip."""
+    return f"[{_json_string(entry.path)}, {entry.size}]\n"
 
 
 def listing_url(batch_dir: str) -> str:
