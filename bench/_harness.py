@@ -68,12 +68,51 @@ def scaled_corpus(corpus: str, copies: int, dest: str) -> str:
     return dest
 
 
-# Appended to every benchmark script: the largest resident set of this process and of its children.
+# Prepended to every benchmark script: the peak resident set of this process and of its descendants.
+# Not getrusage(): Linux carries ru_maxrss across fork and exec, so a child of a large benchmark process
+# would report the parent's peak.  VmHWM (per address space) is exact for this process; descendants
+# (Beam SDK workers, parser children) are read the same way by a thread every 50 ms while they live.
 PEAK_RSS = """
+import os as _os, threading as _threading, time as _time
+_children_peak_kb = [0]
+
+def _vm_hwm_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+def _descendants(pid):
+    found = []
+    try:
+        tids = _os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                kids = [int(k) for k in fh.read().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid] + _descendants(kid)
+    return found
+
+def _watch_children():
+    me = _os.getpid()
+    while True:
+        for kid in _descendants(me):
+            _children_peak_kb[0] = max(_children_peak_kb[0], _vm_hwm_kb(kid))
+        _time.sleep(0.05)
+
+_threading.Thread(target=_watch_children, daemon=True).start()
+
 def peak_rss_mb():
-    import resource
-    return {"self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {"self_mb": _vm_hwm_kb("self") / 1024, "children_mb": _children_peak_kb[0] / 1024}
 """
 
 

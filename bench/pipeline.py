@@ -6,13 +6,13 @@ Magenta's two commands, and (with --all) the stage benchmarks too. One script, o
 CORPUS defaults to the demo corpus. Each command runs in its own process, as a user would run it
 (fresh DATA_ROOT, Prefect's ephemeral API, Beam, start-up included):
 - melodyflow: ``melodyflow ingest`` then ``melodyflow dataset`` on the corpus and on ``--scale`` (20)
-  distinct copies of it, with each worker count;
+  distinct copies of it, with each worker count; ``--repeat`` (3) runs of each, the median counts;
 - Magenta 2.1.4 (with ``--magenta-venv``, a venv made by ../shared/tools/magenta-reference/setup.sh):
   ``convert_dir_to_note_sequences`` then ``melody_rnn_create_dataset`` on the corpus and on enough
   copies of it to add at least 5,000 files (3 copies for Nottingham, 11 for the demo corpus).
 It prints wall times, the marginal files/s of the two commands together (added files over added wall
-time; start-up apart), melodies written, peak RSS, and the ratios. ``--all`` also prints the stage
-tables of bench/ingest.py and bench/dataset.py for the same corpus.
+time; start-up apart), melodies written, and the ratios. ``--all`` also prints the stage and job tables
+of bench/ingest.py and bench/dataset.py for the same corpus, with the jobs' peak memory at 1x and Kx.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -42,9 +41,8 @@ def _timed(cmd: list[str]) -> tuple[float, str]:
     return wall, proc.stdout
 
 
-def _peak_mb() -> float:
-    """Largest finished child process so far (ru_maxrss is a running maximum over children)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+def _median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["ingest_s"] + r["dataset_s"])[len(runs) // 2]
 
 
 def melodyflow(corpus: str, workers: int, config: str, scratch: str) -> dict:
@@ -90,6 +88,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     parser.add_argument("--scale", type=int, default=20, help="copies of the corpus for melodyflow's marginal "
                                                               "rate (default: 20)")
+    parser.add_argument("--repeat", type=int, default=3, help="melodyflow runs per corpus size; the run with "
+                                                              "the median total time counts (default: 3)")
     parser.add_argument("--magenta-venv", default=None, help="venv made by magenta-reference/setup.sh")
     parser.add_argument("--all", action="store_true", help="also run bench/ingest.py and bench/dataset.py")
     args = parser.parse_args()
@@ -106,26 +106,28 @@ def main() -> None:
             more_corpus = h.scaled_corpus(corpus, copies, os.path.join(scratch, f"ref-x{copies}"))
             one = magenta(corpus, args.magenta_venv, args.config, scratch)
             more = magenta(more_corpus, args.magenta_venv, args.config, scratch)
-            rows.append(("Magenta 2.1.4 (one process)", one, more, copies, _peak_mb()))
+            rows.append(("Magenta 2.1.4 (one process)", one, more, copies))
         for w in workers:
-            one = melodyflow(corpus, w, args.config, scratch)
-            more = melodyflow(scaled, w, args.config, scratch)
-            rows.append((f"melodyflow, {w} worker{'s' if w > 1 else ''}", one, more, args.scale, _peak_mb()))
+            # Median of --repeat runs: Prefect's ephemeral API starts in 7-14 s, which alone moves a
+            # single pair of runs' marginal rate by 10-15%.
+            one = _median_run([melodyflow(corpus, w, args.config, scratch) for _ in range(args.repeat)])
+            more = _median_run([melodyflow(scaled, w, args.config, scratch) for _ in range(args.repeat)])
+            rows.append((f"melodyflow, {w} worker{'s' if w > 1 else ''}", one, more, args.scale))
     finally:
         h.remove(scratch)
     files = rows[0][1]["files"]
     print(f"corpus: {corpus} ({files} score files), config {args.config}\n")
     body, rates = [], {}
-    for name, one, more, copies, peak in rows:
+    for name, one, more, copies in rows:
         wall_1 = one["ingest_s"] + one["dataset_s"]
         wall_k = more["ingest_s"] + more["dataset_s"]
         m = h.Marginal(files, wall_1, wall_k, copies)
         rates[name] = m.rate
         body.append([name, f"{one['ingest_s']:.1f}", f"{one['dataset_s']:.1f}", f"{wall_1:.1f}",
                      f"{files / wall_1:.0f}", f"{m.rate:.0f}", f"{m.startup:.1f}", str(one["sequences"]),
-                     str(one["melodies"]), f"{peak:.0f}"])
+                     str(one["melodies"])])
     print(h.table(["run", "ingest s", "dataset s", "total s", "files/s (whole)", "files/s (marginal)",
-                   "start-up s", "sequences", "melodies", "peak MB (so far)"], body))
+                   "start-up s", "sequences", "melodies"], body))
     names = list(rates)
     if args.magenta_venv:
         for name in names[1:]:
