@@ -17,7 +17,7 @@ from apache_beam.metrics import Metrics
 from transforms import progress, storage
 from transforms.melody_dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset, sequence_examples
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import (STAGING_DIR, WriteJsonLines, join_writes, shard_index,
+from transforms.sharded_writer import (STAGING_DIR, WriteJsonLines, count_records, join_writes, shard_index,
                                        shard_name, split_staged_record, staged_record)
 from transforms.tfrecord import encode_records, encode_records_in_pieces, iter_records_from_blocks
 
@@ -138,20 +138,15 @@ class WriteShardFromStagingDoFn(beam.DoFn):
         url = storage.join(self._plan.out_dir,
                            shard_name(self._plan.shard_prefix(split), shard, self._plan.num_shards(split)))
         block = self.LOCAL_BLOCK if storage.protocol_of(url) == "file" else self.REMOTE_BLOCK
-        written = [0]
 
         def merged_records():
-            written[0] = 0
             streams = [map(split_staged_record, iter_records_from_blocks(storage.iter_blocks(u, block), source=u))
                        for u in urls]
-            for _key, record in heapq.merge(*streams):
-                written[0] += 1
-                yield record
+            return (record for _key, record in heapq.merge(*streams))
 
         storage.write_stream(url, lambda: encode_records_in_pieces(merged_records()))
-        Metrics.counter("write_shards", "records_written").inc(written[0])
-        # Read back here, in parallel, what the completion marker will vouch for; the driver only sums.
-        records = sum(1 for _ in iter_records_from_blocks(storage.iter_blocks(url), source=url))
+        records = count_records(url)
+        Metrics.counter("write_shards", "records_written").inc(records)
         storage.write_text(shard_count_url(self._plan, split, shard), json.dumps({"url": url, "records": records}),
                            durable=False)
         yield url, records

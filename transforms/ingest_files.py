@@ -189,7 +189,7 @@ def first_copies(outcomes: Iterable[FileOutcome], first_index: int) -> np.ndarra
 
 
 def merge_first_copies(parts: Iterable[np.ndarray]) -> np.ndarray:
-    """Combine tables of disjoint file sets (a Beam combiner: associative and commutative)."""
+    """Combine tables of disjoint file sets, in any order (associative and commutative)."""
     table = np.sort(np.concatenate([np.empty(0, FIRST_COPIES), *parts]), order=["digest", "index"])
     keep = np.ones(len(table), dtype=bool)
     keep[1:] = table["digest"][1:] != table["digest"][:-1]

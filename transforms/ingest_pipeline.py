@@ -6,6 +6,7 @@ import functools
 import itertools
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_string
 
@@ -20,7 +21,7 @@ from transforms.ingest_files import (FIRST_COPIES, FirstCopies, first_copies, ma
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import STAGING_DIR, shard_name
+from transforms.sharded_writer import STAGING_DIR, count_records, shard_name
 from transforms.tfrecord import encode_record, encode_records, iter_records_from_blocks
 
 CHUNK_FILES = 64  # files per Beam element: real work per element (Beam's per-element cost is high)
@@ -84,6 +85,12 @@ class ChunkLayout:
         start = files.start + nth * CHUNK_FILES
         return range(start, min(files.stop, start + CHUNK_FILES))
 
+    def all_chunks(self) -> Iterator[tuple[int, int]]:
+        """``(shard, chunk)`` for every chunk, in listing order."""
+        for shard in range(self.num_shards):
+            for chunk in self.shard_chunks(shard):
+                yield shard, chunk
+
     def chunk_of(self, file_index: int) -> tuple[int, int]:
         """(chunk, position in it) of listing entry ``file_index``."""
         shard, within = divmod(file_index, self.files_per_shard)
@@ -98,13 +105,12 @@ class ChunkLayout:
         def lines():  # chunks are found while writing: one pass over the listing (a retry starts over)
             chunks.clear()
             offset = 0
-            for shard in range(self.num_shards):
-                for index in self.shard_chunks(shard):
-                    span = self.chunk_files(index)
-                    piece = "".join(_listing_line(files[i]) for i in span).encode("ascii")
-                    chunks.append(Chunk(index, shard, span.start, offset, len(piece)))
-                    offset += len(piece)
-                    yield piece
+            for shard, index in self.all_chunks():
+                span = self.chunk_files(index)
+                piece = "".join(_listing_line(files[i]) for i in span).encode("ascii")
+                chunks.append(Chunk(index, shard, span.start, offset, len(piece)))
+                offset += len(piece)
+                yield piece
 
         storage.write_stream(listing_url, lines, durable=False)
         return chunks
@@ -138,7 +144,7 @@ def read_first_copies(url: str) -> FirstCopies:
     """The batch's first-copies table; a local one is memory-mapped, so a shard writer's lookups touch
     a few pages of it rather than loading 40 bytes per file of the batch."""
     if storage.protocol_of(url) == "file" and storage.size(url) > 0:
-        return FirstCopies.from_buffer(np.memmap(url.removeprefix("file://"), dtype=np.uint8, mode="r"))
+        return FirstCopies.from_buffer(np.memmap(storage.local_path(url), dtype=np.uint8, mode="r"))
     return FirstCopies.from_buffer(storage.read_bytes(url))
 
 
@@ -205,9 +211,8 @@ class MergeFirstCopiesDoFn(beam.DoFn):
         self._layout = layout
 
     def process(self, _element, _chunks_done):
-        chunks = (c for shard in range(self._layout.num_shards) for c in self._layout.shard_chunks(shard))
         table = merge_first_copies(np.frombuffer(storage.read_bytes(first_copies_url(self._batch_dir, c)),
-                                                 dtype=FIRST_COPIES) for c in chunks)
+                                                 dtype=FIRST_COPIES) for _, c in self._layout.all_chunks())
         url = first_copies_url(self._batch_dir)
         storage.write_bytes(url, FirstCopies.from_table(table).to_bytes(), durable=False)
         yield url
@@ -275,7 +280,7 @@ class WriteShardFromStagingDoFn(beam.DoFn):
                        sort_keys=True) + "\n" for o in outcomes if o.status is FileStatus.FAILED), durable=False)
         url = storage.join(self._batch_dir, shard_name(batches.SHARD_PREFIX, shard, self._layout.num_shards))
         storage.write_stream(url, lambda: self._kept_sequences(keep))
-        records = sum(1 for _ in iter_records_from_blocks(storage.iter_blocks(url), source=url))
+        records = count_records(url)
         report = batches.shard_report(url, self._layout.shard_files(shard).start, outcomes, records)
         storage.write_text(shard_report_url(self._batch_dir, shard), json.dumps(report), durable=False)
         yield url, records
@@ -286,9 +291,9 @@ def _manifest_line(outcome: FileOutcome) -> str:
 
 
 def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan) -> None:
-    """Convert chunks (sequences and outcomes to staging files) → the first copy of every content (a
-    global combine) → per shard, once every chunk is done: duplicates marked, NoteSequences and a
-    manifest part written."""
+    """Convert chunks (sequences, outcomes and first-copies tables to staging files) → once every chunk
+    is done, one merged first-copies table → per shard: duplicates marked, NoteSequences, manifest and
+    dead-letter parts written, and a read-back report."""
     layout = ChunkLayout(len(plan.files), plan.num_shards)
     converted = (
         pipeline

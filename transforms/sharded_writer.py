@@ -14,6 +14,7 @@ import json
 import apache_beam as beam
 
 from transforms import storage
+from transforms.tfrecord import iter_records_from_blocks
 
 
 STAGING_DIR = "_staging"  # scratch records under a job's output directory, removed before publishing
@@ -37,6 +38,12 @@ def shard_index(key: str, num_shards: int) -> int:
     """Stable shard for ``key`` (Python's ``hash`` is salted per process, so it cannot be used)."""
     digest = hashlib.sha1(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % num_shards
+
+
+def count_records(url: str) -> int:
+    """Read a written shard back and count its records (checksums verified): what a completion marker
+    may vouch for.  Shard writers call it on their own shard, so the read-back runs in parallel."""
+    return sum(1 for _ in iter_records_from_blocks(storage.iter_blocks(url), source=url))
 
 
 class WriteJsonLines(beam.PTransform):

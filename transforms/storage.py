@@ -166,9 +166,14 @@ def retrying(what: str, url: str, fn: Callable[[], T], retries: int | None = Non
     raise AssertionError("unreachable")
 
 
+def local_path(url: str) -> str:
+    """The filesystem path of a local URL (``file://`` or a plain path)."""
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
 def read_bytes(url: str) -> bytes:
     if protocol_of(url) == "file":  # plain open(): fsspec's per-call overhead costs more than a small file
-        path = _local_path(url)
+        path = local_path(url)
 
         def read_local() -> bytes:
             with open(path, "rb") as fh:
@@ -178,16 +183,12 @@ def read_bytes(url: str) -> bytes:
     return retrying("reading", url, lambda: filesystem(url).cat_file(url))
 
 
-def _local_path(url: str) -> str:
-    return url[len("file://"):] if url.startswith("file://") else url
-
-
 def iter_blocks(url: str, block_size: int = 1 << 20) -> Iterator[bytes]:
     """Read an object in pieces of at most ``block_size`` bytes, so a reader's memory is bounded by the
     block and never by the object.  Remote objects are read by ranged requests, each retried on its own:
     a fault in the middle of a large shard costs one block, not the whole read."""
     if protocol_of(url) == "file":
-        with retrying("reading", url, lambda: open(_local_path(url), "rb")) as fh:
+        with retrying("reading", url, lambda: open(local_path(url), "rb")) as fh:
             while block := fh.read(block_size):
                 yield block
         return
@@ -202,7 +203,7 @@ def read_range(url: str, offset: int, length: int) -> bytes:
     """``length`` bytes of an object from ``offset`` (fewer only where the object ends)."""
     if protocol_of(url) == "file":
         def read_local() -> bytes:
-            with open(_local_path(url), "rb") as fh:
+            with open(local_path(url), "rb") as fh:
                 fh.seek(offset)
                 return fh.read(length)
 
@@ -225,14 +226,16 @@ def iter_lines(url: str, block_size: int = 1 << 20) -> Iterator[str]:
 def write_stream(url: str, produce: Callable[[], Iterable[bytes]], *, durable: bool = True) -> None:
     """Write an object from the pieces ``produce()`` yields, holding one piece at a time.
 
-    Same guarantees as :func:`write_bytes` (readers never see part of the object).  A retried upload
-    calls ``produce`` again, so it must yield the same pieces every time.
+    Local files are written to a temporary sibling and renamed, so a reader never sees half a file.
+    Object stores publish an object only when its upload completes, which gives the same guarantee.
+    A retried upload calls ``produce`` again, so it must yield the same pieces every time.
+    ``durable=False`` skips the local fsync, for scratch files a re-run rewrites anyway (staging,
+    progress counts): an fsync per small file costs more than converting the files it holds.
     """
-    fs = filesystem(url)
     if protocol_of(url) == "file":
-        parent = os.path.dirname(os.path.abspath(url))
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{url}.tmp-{os.getpid()}"
+        path = local_path(url)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
         try:
             with open(tmp, "wb") as fh:
                 for piece in produce():
@@ -240,43 +243,12 @@ def write_stream(url: str, produce: Callable[[], Iterable[bytes]], *, durable: b
                 if durable:
                     fh.flush()
                     os.fsync(fh.fileno())
-            os.replace(tmp, url)
+            os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return
-
-    def upload() -> None:
-        try:
-            with fs.open(url, "wb") as fh:
-                for piece in produce():
-                    fh.write(piece)
-        except FileNotFoundError as exc:  # see write_bytes
-            raise ConnectionError(f"upload session lost: {exc}") from exc
-
-    retrying("writing", url, upload)
-
-
-def write_bytes(url: str, data: bytes, *, durable: bool = True) -> None:
-    """Write a whole object.
-
-    Local files are written to a temporary sibling and renamed, so a reader never sees half a file.
-    Object stores publish an object only when its upload completes, which gives the same guarantee.
-    ``durable=False`` skips the local fsync, for scratch files a re-run rewrites anyway (staging,
-    progress counts): an fsync per small file costs more than converting the files it holds.
-    """
     fs = filesystem(url)
-    if protocol_of(url) == "file":
-        parent = os.path.dirname(os.path.abspath(url))
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{url}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, url)
-        return
 
     def upload() -> None:
         # Through a file object rather than ``pipe_file``: gcsfs sends small ``pipe_file`` payloads as a
@@ -284,13 +256,19 @@ def write_bytes(url: str, data: bytes, *, durable: bool = True) -> None:
         # shards ending in 0x0D came back one byte short.
         try:
             with fs.open(url, "wb") as fh:
-                fh.write(data)
+                for piece in produce():
+                    fh.write(piece)
         except FileNotFoundError as exc:
             # A retried request of a resumable upload whose session the server already closed (its
             # answer was lost on the way back) is answered 404: the upload must start over, not stop.
             raise ConnectionError(f"upload session lost: {exc}") from exc
 
     retrying("writing", url, upload)
+
+
+def write_bytes(url: str, data: bytes, *, durable: bool = True) -> None:
+    """Write a whole object (see :func:`write_stream` for the guarantees)."""
+    write_stream(url, lambda: (data,), durable=durable)
 
 
 def write_text(url: str, text: str, *, durable: bool = True) -> None:

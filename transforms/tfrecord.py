@@ -35,28 +35,35 @@ def encode_records(payloads: Iterable[bytes]) -> bytes:
     return b"".join(encode_record(p) for p in payloads)
 
 
+def _record_length(buffer, pos: int, source: str, offset: int = 0) -> int:
+    """The payload length of the record whose header starts at ``pos`` (12 bytes must be there)."""
+    (length,) = struct.unpack_from("<Q", buffer, pos)
+    (length_crc,) = struct.unpack_from("<I", buffer, pos + 8)
+    if length_crc != _masked_crc(bytes(buffer[pos:pos + 8])):
+        raise CorruptRecordError(f"{source}: bad length checksum at byte {offset + pos}")
+    return length
+
+
+def _record_payload(buffer, pos: int, length: int, source: str, offset: int = 0) -> bytes:
+    """The checked payload of a whole record at ``pos`` whose length is known."""
+    payload = bytes(buffer[pos + 12:pos + 12 + length])
+    (data_crc,) = struct.unpack_from("<I", buffer, pos + 12 + length)
+    if data_crc != _masked_crc(payload):
+        raise CorruptRecordError(f"{source}: bad payload checksum at byte {offset + pos}")
+    return payload
+
+
 def iter_records(data: bytes, *, source: str = "<bytes>") -> Iterator[bytes]:
     """Yield payloads from a whole TFRecord file's bytes, verifying both checksums."""
-    view = memoryview(data)
     pos, end = 0, len(data)
     while pos < end:
         if end - pos < 12:
             raise CorruptRecordError(f"{source}: truncated record header at byte {pos}")
-        length_bytes = bytes(view[pos : pos + 8])
-        (length,) = struct.unpack("<Q", length_bytes)
-        (length_crc,) = struct.unpack("<I", view[pos + 8 : pos + 12])
-        if length_crc != _masked_crc(length_bytes):
-            raise CorruptRecordError(f"{source}: bad length checksum at byte {pos}")
-        start = pos + 12
-        stop = start + length
-        if stop + 4 > end:
+        length = _record_length(data, pos, source)
+        if pos + 16 + length > end:
             raise CorruptRecordError(f"{source}: truncated record at byte {pos}")
-        payload = bytes(view[start:stop])
-        (data_crc,) = struct.unpack("<I", view[stop : stop + 4])
-        if data_crc != _masked_crc(payload):
-            raise CorruptRecordError(f"{source}: bad payload checksum at byte {pos}")
-        yield payload
-        pos = stop + 4
+        yield _record_payload(data, pos, length, source)
+        pos += 16 + length
 
 
 def iter_records_from_blocks(blocks: Iterable[bytes], *, source: str = "<stream>") -> Iterator[bytes]:
@@ -68,19 +75,16 @@ def iter_records_from_blocks(blocks: Iterable[bytes], *, source: str = "<stream>
         buffer += block
         pos = 0
         while len(buffer) - pos >= 12:
-            (length,) = struct.unpack_from("<Q", buffer, pos)
-            (length_crc,) = struct.unpack_from("<I", buffer, pos + 8)
-            if length_crc != _masked_crc(bytes(buffer[pos:pos + 8])):
-                raise CorruptRecordError(f"{source}: bad length checksum at byte {offset + pos}")
+            length = _record_length(buffer, pos, source, offset)
             if len(buffer) - pos < 16 + length:
                 break
-            yield from iter_records(bytes(buffer[pos:pos + 16 + length]), source=f"{source} (byte {offset + pos})")
+            yield _record_payload(buffer, pos, length, source, offset)
             pos += 16 + length
         del buffer[:pos]
         offset += pos
     if buffer:
-        # Whatever is left is a truncated record: let the whole-bytes reader name the problem.
-        yield from iter_records(bytes(buffer), source=f"{source} (byte {offset})")
+        kind = "record header" if len(buffer) < 12 else "record"
+        raise CorruptRecordError(f"{source}: truncated {kind} at byte {offset}")
 
 
 def encode_records_in_pieces(payloads: Iterable[bytes], piece_bytes: int = 1 << 20) -> Iterator[bytes]:
