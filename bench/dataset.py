@@ -10,7 +10,7 @@ and each in a fresh interpreter:
   (``reference_sequence_examples``), in a ``multiprocessing.Pool``;
 - melodyflow stage: ``sequence_examples`` (compiled extraction, vectorized encoders) in the same pool;
 - melodyflow job: ``run_dataset_pipeline`` (Beam, staging, sharded writes, stats, marker) on the data
-  ingested from the corpus and from ``--scale`` (10) copies of it: marginal rate, and peak RSS at 1x/10x.
+  ingested from the corpus and from ``--scale`` copies of it (default: about 30,000 files): marginal rate, and peak RSS at 1x/Kx.
 Both stage runs write Magenta's SequenceExample format, so their records are compared byte for byte
 (the job writes the default compact format; tests check it encodes the same examples).
 """
@@ -101,7 +101,7 @@ json.dump({"sequences": sum(info["sequences"].values()), "melodies": sum(info["c
 """
 
 
-def measure(corpus: str, workers: list[int], config: str, job: bool = True, scale: int = 10) -> dict:
+def measure(corpus: str, workers: list[int], config: str, job: bool, scale: int) -> dict:
     scratch = h.scratch_dir()
     try:
         doubled = h.scaled_corpus(corpus, 2, os.path.join(scratch, "x2"))
@@ -150,12 +150,13 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     parser.add_argument("--config", default="basic_rnn", help="melody config (default: basic_rnn)")
     parser.add_argument("--no-job", action="store_true", help="stage comparison only (skip the Beam job runs)")
-    parser.add_argument("--scale", type=int, default=10, help="copies of the corpus for melodyflow's marginal "
-                                                              "rate and memory check (default: 10)")
+    parser.add_argument("--scale", type=int, default=None, help="copies of the corpus for melodyflow's marginal "
+                                                                "rate and memory check (default: enough for "
+                                                                "about 30,000 files)")
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
     result = measure(corpus, [int(w) for w in args.workers.split(",")], args.config, job=not args.no_job,
-                     scale=args.scale)
+                     scale=args.scale or h.default_scale(corpus))
     print(report(corpus, result))
 
 

@@ -9,9 +9,9 @@ docs/performance.md. For each worker count it runs, each in a fresh interpreter:
 - melodyflow stage: melodyflow's per-file work (read, hash, compiled MIDI reader with note-seq fallback)
   in the same kind of pool;
 - melodyflow job: the real ingestion job (``run_ingest_pipeline``: Beam, isolated parser for what the
-  compiled reader leaves, shards, manifest, marker) on the corpus and on ``--scale`` (10) copies of it.
+  compiled reader leaves, shards, manifest, marker) on the corpus and on ``--scale`` copies of it (default: about 30,000 files).
 It prints files/s and notes/s per stage (work only, per core) and per whole process (marginal rates,
-start-up shown apart), peak RSS at 1x and 10x, the ratios, and how many NoteSequences are
+start-up shown apart), peak RSS at 1x and Kx, the ratios, and how many NoteSequences are
 byte-identical between the reference and melodyflow's job output.
 """
 
@@ -38,8 +38,9 @@ def warm(_=None):
     if kind == "reference":
         from note_seq import abc_parser, midi_io, musicxml_reader  # noqa: F401
     else:
-        from transforms.convert import preload_readers
-        preload_readers()  # note-seq for ABC/MusicXML and the MIDI fallback, and the compiled reader
+        from transforms.convert import preload_midi_reader, preload_readers
+        preload_readers()  # note-seq for ABC/MusicXML and the MIDI fallback
+        preload_midi_reader()
     return os.getpid()
 
 def convert(rel):
@@ -113,7 +114,7 @@ def _identical(ref: dict, ours: dict) -> tuple[int, int]:
     return sum(sorted(ref["digests"][k]) == sorted(ours["digests"][k]) for k in common), len(common)
 
 
-def measure(corpus: str, workers: list[int], job: bool = True, scale: int = 10) -> list[dict]:
+def measure(corpus: str, workers: list[int], job: bool, scale: int) -> list[dict]:
     scratch = h.scratch_dir()
     try:
         doubled = h.scaled_corpus(corpus, 2, os.path.join(scratch, "x2"))
@@ -156,11 +157,13 @@ def main() -> None:
     parser.add_argument("corpus", nargs="?", default=None, help="corpus directory (default: the demo corpus)")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     parser.add_argument("--no-job", action="store_true", help="stage comparison only (skip the Beam job runs)")
-    parser.add_argument("--scale", type=int, default=10, help="copies of the corpus for melodyflow's marginal "
-                                                              "rate and memory check (default: 10)")
+    parser.add_argument("--scale", type=int, default=None, help="copies of the corpus for melodyflow's marginal "
+                                                                "rate and memory check (default: enough for "
+                                                                "about 30,000 files)")
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
-    rows = measure(corpus, [int(w) for w in args.workers.split(",")], job=not args.no_job, scale=args.scale)
+    rows = measure(corpus, [int(w) for w in args.workers.split(",")], job=not args.no_job,
+                   scale=args.scale or h.default_scale(corpus))
     print(report(corpus, rows))
 
 

@@ -1,12 +1,12 @@
 """Benchmark: the whole data plane as users run it — `melodyflow ingest` + `melodyflow dataset` — against
 Magenta's two commands, and (with --all) the stage benchmarks too. One script, one run, one table.
 
-    .venv/bin/python bench/pipeline.py [CORPUS] [--magenta-venv DIR] [--workers 1,2] [--scale 10] [--all]
+    .venv/bin/python bench/pipeline.py [CORPUS] [--magenta-venv DIR] [--workers 1,2] [--scale K] [--all]
 
 CORPUS defaults to the demo corpus. Each command runs in its own process, as a user would run it
 (fresh DATA_ROOT, Prefect's ephemeral API, Beam, start-up included):
-- melodyflow: ``melodyflow ingest`` then ``melodyflow dataset`` on the corpus and on ``--scale`` (20)
-  distinct copies of it, with each worker count; ``--repeat`` (3) runs of each, the median counts;
+- melodyflow: ``melodyflow ingest`` then ``melodyflow dataset`` on the corpus and on ``--scale`` K
+  distinct copies of it (default: enough for about 30,000 files, 10 for Nottingham, 60 for the demo corpus), with each worker count; ``--repeat`` (3) runs of each, the median counts;
 - Magenta 2.1.4 (with ``--magenta-venv``, a venv made by ../shared/tools/magenta-reference/setup.sh):
   ``convert_dir_to_note_sequences`` then ``melody_rnn_create_dataset`` on the corpus and on enough
   copies of it to add at least 5,000 files (3 copies for Nottingham, 11 for the demo corpus).
@@ -86,19 +86,20 @@ def main() -> None:
     parser.add_argument("corpus", nargs="?", default=None, help="corpus directory (default: the demo corpus)")
     parser.add_argument("--config", default="basic_rnn")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
-    parser.add_argument("--scale", type=int, default=20, help="copies of the corpus for melodyflow's marginal "
-                                                              "rate (default: 20)")
+    parser.add_argument("--scale", type=int, default=None, help="copies of the corpus for melodyflow's marginal "
+                                                                "rate (default: enough for about 30,000 files)")
     parser.add_argument("--repeat", type=int, default=3, help="melodyflow runs per corpus size; the run with "
                                                               "the median total time counts (default: 3)")
     parser.add_argument("--magenta-venv", default=None, help="venv made by magenta-reference/setup.sh")
     parser.add_argument("--all", action="store_true", help="also run bench/ingest.py and bench/dataset.py")
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
+    scale = args.scale or h.default_scale(corpus)
     workers = [int(w) for w in args.workers.split(",")]
     scratch = h.scratch_dir()
     rows = []
     try:
-        scaled = h.scaled_corpus(corpus, args.scale, os.path.join(scratch, f"x{args.scale}"))
+        scaled = h.scaled_corpus(corpus, scale, os.path.join(scratch, f"x{scale}"))
         if args.magenta_venv:
             # Enough added files (>= 5,000) that TensorFlow's variable start-up (±0.5 s) moves the rate by
             # a few per cent at most; with 1,500 the demo corpus's reference rate moved from 179 to 213 files/s.
@@ -112,7 +113,7 @@ def main() -> None:
             # single pair of runs' marginal rate by 10-15%.
             one = _median_run([melodyflow(corpus, w, args.config, scratch) for _ in range(args.repeat)])
             more = _median_run([melodyflow(scaled, w, args.config, scratch) for _ in range(args.repeat)])
-            rows.append((f"melodyflow, {w} worker{'s' if w > 1 else ''}", one, more, args.scale))
+            rows.append((f"melodyflow, {w} worker{'s' if w > 1 else ''}", one, more, scale))
     finally:
         h.remove(scratch)
     files = rows[0][1]["files"]
@@ -140,9 +141,9 @@ def main() -> None:
         import ingest
 
         print("\n## bench/ingest.py\n")
-        print(ingest.report(corpus, ingest.measure(corpus, workers, scale=args.scale)))
+        print(ingest.report(corpus, ingest.measure(corpus, workers, job=True, scale=scale)))
         print("\n## bench/dataset.py\n")
-        print(dataset.report(corpus, dataset.measure(corpus, workers, args.config, scale=args.scale)))
+        print(dataset.report(corpus, dataset.measure(corpus, workers, args.config, job=True, scale=scale)))
 
 
 if __name__ == "__main__":

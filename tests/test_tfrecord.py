@@ -49,3 +49,21 @@ def test_streamed_reading_and_writing_match_whole_files():
     flipped[len(encode_records(payloads[:3])) + 2] ^= 1  # a length byte of the fourth record
     with pytest.raises(CorruptRecordError, match="bad length checksum"):
         list(iter_records_from_blocks([bytes(flipped)]))
+
+
+def test_every_nth_record_like_islice_and_each_payload_checked_by_the_reader_that_yields_it():
+    rng = random.Random(11)
+    payloads = [rng.randbytes(rng.choice([0, 3, 40, 900])) for _ in range(101)]
+    data = encode_records(payloads)
+    for start, step in ((0, 1), (0, 3), (2, 3), (100, 7), (150, 2)):
+        for block in (7, 4096):
+            blocks = (data[i:i + block] for i in range(0, len(data), block))
+            assert list(iter_records_from_blocks(blocks, start=start, step=step)) == payloads[start::step]
+    # A damaged payload of record 4 fails the reader that yields it (4 = 1 + 3k), not the others.
+    damaged = bytearray(data)
+    damaged[len(encode_records(payloads[:4])) + 12] ^= 1
+    with pytest.raises(CorruptRecordError, match="bad payload checksum"):
+        list(iter_records_from_blocks([bytes(damaged)], start=1, step=3))
+    assert len(list(iter_records_from_blocks([bytes(damaged)], start=0, step=3))) == 34
+    with pytest.raises(ValueError):
+        list(iter_records_from_blocks([data], step=0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import itertools
 import json
 import math
 import time
@@ -20,6 +19,7 @@ from transforms.runners import RunnerConfig, finish
 from transforms.sharded_writer import (STAGING_DIR, WriteJsonLines, count_records, join_writes, shard_index,
                                        shard_name, split_staged_record, staged_record)
 from transforms.tfrecord import encode_records, encode_records_in_pieces, iter_records_from_blocks
+from transforms.work_order import spread
 
 
 
@@ -80,8 +80,8 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
         staged: dict[tuple[str, int], list[bytes]] = {}
         sums = {split: (Counter(), Counter()) for split in SPLITS}
         done = 0
-        records = iter_records_from_blocks(storage.iter_blocks(unit.shard_url), source=unit.shard_url)
-        for serialized in itertools.islice(records, unit.part, None, unit.parts):
+        for serialized in iter_records_from_blocks(storage.iter_blocks(unit.shard_url), source=unit.shard_url,
+                                                   start=unit.part, step=unit.parts):
             done += 1
             try:
                 split, examples, stats, histogram = sequence_examples(serialized, self._settings)
@@ -170,7 +170,7 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
     """Units → staged examples + stats; then each output shard from its staging files (after all units)."""
     stats = (
         pipeline
-        | "ListWorkUnits" >> beam.Create(plan_units(plan))
+        | "ListWorkUnits" >> beam.Create(spread(plan_units(plan), seed=plan.fingerprint))
         | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan))
     )
     shards = (

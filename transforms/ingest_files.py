@@ -9,7 +9,7 @@ import numpy as np
 
 from transforms import storage
 from transforms.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_files,
-                                convert_midi_fast, convert_request, format_for_path)
+                                convert_midi_fast, convert_request, format_for_path, preload_midi_reader)
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedCallError, IsolatedWorker, Limits, RemoteError
 from transforms.midi_scan import count_note_ons
@@ -101,8 +101,15 @@ def _finish(pending: _Pending, result: ConvertedFile | IsolatedCallError) -> Fil
                        tune_errors=result.tune_errors)
 
 
+def _prepare_for(worker: IsolatedWorker, requests: Iterable[ConversionRequest]) -> None:
+    """Load the compiled MIDI reader in the child before its first MIDI file, outside the time limit."""
+    if any(r.fmt is SourceFormat.MIDI for r in requests):
+        worker.ensure(preload_midi_reader)
+
+
 def _convert_one(worker: IsolatedWorker, request: ConversionRequest) -> ConvertedFile | IsolatedCallError:
     try:
+        _prepare_for(worker, [request])
         return worker.call(convert_request, request)
     except IsolatedCallError as exc:
         return exc
@@ -113,6 +120,7 @@ def _convert_batch(worker: IsolatedWorker, batch: list[_Pending]) -> list[Conver
     if len(batch) == 1:
         return [_convert_one(worker, batch[0].request)]
     try:
+        _prepare_for(worker, (p.request for p in batch))
         results = worker.call(convert_files, [p.request for p in batch])
     except IsolatedCallError:
         return [_convert_one(worker, p.request) for p in batch]

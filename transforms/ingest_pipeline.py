@@ -23,6 +23,7 @@ from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
 from transforms.sharded_writer import STAGING_DIR, count_records, shard_name
 from transforms.tfrecord import encode_record, encode_records, iter_records_from_blocks
+from transforms.work_order import spread
 
 CHUNK_FILES = 64  # files per Beam element: real work per element (Beam's per-element cost is high)
 
@@ -297,7 +298,8 @@ def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan) -> 
     layout = ChunkLayout(len(plan.files), plan.num_shards)
     converted = (
         pipeline
-        | "ListNewFiles" >> beam.Create(layout.stage_listing(plan.files, listing_url(plan.batch_dir)))
+        | "ListNewFiles" >> beam.Create(spread(layout.stage_listing(plan.files, listing_url(plan.batch_dir)),
+                                              seed=plan.batch_id))
         | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan))
     )
     first_copies_table = (

@@ -100,6 +100,7 @@ class IsolatedWorker:
         importing the parsers, which can take longer than a small per-file limit)."""
         self._limits = limits
         self._prepare = prepare
+        self._prepared: set[Callable[[], Any]] = set()  # run in the current child
         self._proc: subprocess.Popen | None = None
         self._inbox: Connection | None = None  # replies from the child
         self._outbox: Connection | None = None  # requests to the child
@@ -119,11 +120,36 @@ class IsolatedWorker:
             os.close(from_child_w)
         self._outbox = Connection(to_child_w, readable=False)
         self._inbox = Connection(from_child_r, writable=False)
+        self._prepared.clear()
         if self._prepare is not None:
-            self._outbox.send((self._prepare, (), {}))
-            if not self._inbox.poll(300) or self._inbox.recv()[0] != "ok":
-                self._kill()
-                raise WorkerCrashed("the parser process failed to start")
+            self._run_prepare(self._prepare)
+
+    def _run_prepare(self, prepare: Callable[[], Any]) -> None:
+        assert self._inbox is not None and self._outbox is not None
+        try:
+            self._outbox.send((prepare, (), {}))
+            ok = self._inbox.poll(300) and self._inbox.recv()[0] == "ok"
+        except (EOFError, OSError):
+            ok = False
+        if not ok:
+            self._kill()
+            raise WorkerCrashed("the parser process failed to start")
+        self._prepared.add(prepare)
+
+    def _ensure_running(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            self._kill()
+            self._start()
+
+    def ensure(self, prepare: Callable[[], Any]) -> None:
+        """Run ``prepare`` in the child once (again after a restart), outside the time limit.
+
+        For preparation that only some calls need: a child that never meets such a call never pays
+        for it (the compiled MIDI reader's 0.5 s load, in a child that only parses ABC files).
+        """
+        self._ensure_running()
+        if prepare not in self._prepared:
+            self._run_prepare(prepare)
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -135,9 +161,7 @@ class IsolatedWorker:
         self._proc = self._inbox = self._outbox = None
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._proc is None or self._proc.poll() is not None:
-            self._kill()
-            self._start()
+        self._ensure_running()
         assert self._inbox is not None and self._outbox is not None
         try:
             self._outbox.send((fn, args, kwargs))

@@ -13,15 +13,20 @@ from collections.abc import Iterable, Iterator
 import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
+_HEADER = struct.Struct("<QI")  # payload length, masked CRC32C of the length's 8 bytes
+_CRC = struct.Struct("<I")
 
 
 class CorruptRecordError(ValueError):
     """A TFRecord file is truncated or fails its checksum."""
 
 
-def _masked_crc(data: bytes) -> int:
-    crc = google_crc32c.value(data)
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+    return _mask(google_crc32c.value(data))
 
 
 def encode_record(payload: bytes) -> bytes:
@@ -35,51 +40,45 @@ def encode_records(payloads: Iterable[bytes]) -> bytes:
     return b"".join(encode_record(p) for p in payloads)
 
 
-def _record_length(buffer, pos: int, source: str, offset: int = 0) -> int:
-    """The payload length of the record whose header starts at ``pos`` (12 bytes must be there)."""
-    (length,) = struct.unpack_from("<Q", buffer, pos)
-    (length_crc,) = struct.unpack_from("<I", buffer, pos + 8)
-    if length_crc != _masked_crc(bytes(buffer[pos:pos + 8])):
-        raise CorruptRecordError(f"{source}: bad length checksum at byte {offset + pos}")
-    return length
-
-
-def _record_payload(buffer, pos: int, length: int, source: str, offset: int = 0) -> bytes:
-    """The checked payload of a whole record at ``pos`` whose length is known."""
-    payload = bytes(buffer[pos + 12:pos + 12 + length])
-    (data_crc,) = struct.unpack_from("<I", buffer, pos + 12 + length)
-    if data_crc != _masked_crc(payload):
-        raise CorruptRecordError(f"{source}: bad payload checksum at byte {offset + pos}")
-    return payload
-
-
 def iter_records(data: bytes, *, source: str = "<bytes>") -> Iterator[bytes]:
     """Yield payloads from a whole TFRecord file's bytes, verifying both checksums."""
-    pos, end = 0, len(data)
-    while pos < end:
-        if end - pos < 12:
-            raise CorruptRecordError(f"{source}: truncated record header at byte {pos}")
-        length = _record_length(data, pos, source)
-        if pos + 16 + length > end:
-            raise CorruptRecordError(f"{source}: truncated record at byte {pos}")
-        yield _record_payload(data, pos, length, source)
-        pos += 16 + length
+    return iter_records_from_blocks((data,), source=source)
 
 
-def iter_records_from_blocks(blocks: Iterable[bytes], *, source: str = "<stream>") -> Iterator[bytes]:
+def iter_records_from_blocks(blocks: Iterable[bytes], *, source: str = "<stream>", start: int = 0,
+                             step: int = 1) -> Iterator[bytes]:
     """Like :func:`iter_records`, over a file read piece by piece (``storage.iter_blocks``): memory is
-    one block plus one record, whatever the file's size."""
+    one block plus one record, whatever the file's size.
+
+    With ``start``/``step``, only records ``start``, ``start + step``, … are yielded, like
+    ``itertools.islice``; the others are framed but neither copied nor checksummed, since the reader
+    that yields them checks them.  Every stage reads records through this loop (shards, staging files,
+    read-backs), so it is written for speed: one view of the buffer, no helper calls per record.
+    """
+    if start < 0 or step < 1:
+        raise ValueError(f"start must be >= 0 and step >= 1, got {start} and {step}")
+    crc32c, unpack_header, unpack_crc = google_crc32c.value, _HEADER.unpack_from, _CRC.unpack_from
     buffer = bytearray()
     offset = 0  # file offset of buffer[0], for error messages
+    number = 0  # of the record at ``pos``
     for block in blocks:
         buffer += block
-        pos = 0
-        while len(buffer) - pos >= 12:
-            length = _record_length(buffer, pos, source, offset)
-            if len(buffer) - pos < 16 + length:
-                break
-            yield _record_payload(buffer, pos, length, source, offset)
-            pos += 16 + length
+        pos, size = 0, len(buffer)
+        with memoryview(buffer) as view:
+            while size - pos >= 12:
+                length, length_crc = unpack_header(view, pos)
+                if length_crc != _mask(crc32c(bytes(view[pos:pos + 8]))):
+                    raise CorruptRecordError(f"{source}: bad length checksum at byte {offset + pos}")
+                end = pos + 16 + length
+                if size < end:
+                    break
+                if number >= start and (number - start) % step == 0:
+                    payload = bytes(view[pos + 12:end - 4])
+                    if unpack_crc(view, end - 4)[0] != _mask(crc32c(payload)):
+                        raise CorruptRecordError(f"{source}: bad payload checksum at byte {offset + pos}")
+                    yield payload
+                number += 1
+                pos = end
         del buffer[:pos]
         offset += pos
     if buffer:
