@@ -1,12 +1,16 @@
 """Benchmark: the whole data plane as users run it — `melodyflow ingest` + `melodyflow dataset` — against
 Magenta's two commands, and (with --all) the stage benchmarks too. One script, one run, one table.
 
-    .venv/bin/python bench/pipeline.py [CORPUS] [--magenta-venv DIR] [--workers 1,2] [--scale K] [--all]
+    .venv/bin/python bench/pipeline.py [CORPUS] [--magenta-venv DIR] [--workers 1,2] [--scale K]
+                              [--steady-from K1] [--all]
 
 CORPUS defaults to the demo corpus. Each command runs in its own process, as a user would run it
 (fresh DATA_ROOT, Prefect's ephemeral API, Beam, start-up included):
 - melodyflow: ``melodyflow ingest`` then ``melodyflow dataset`` on the corpus and on ``--scale`` K
-  distinct copies of it (default: enough for about 30,000 files, 10 for Nottingham, 60 for the demo corpus), with each worker count; ``--repeat`` (3) runs of each, the median counts;
+  distinct copies of it (default: enough for about 30,000 files: 10 for Nottingham, 60 for the demo
+  corpus), with each worker count; ``--repeat`` (3) runs of each, the median counts. Also on
+  ``--steady-from`` copies (default: about 5,000 files), for the steady-state rate between two large
+  runs, which every worker's one-off costs leave out;
 - Magenta 2.1.4 (with ``--magenta-venv``, a venv made by ../shared/tools/magenta-reference/setup.sh):
   ``convert_dir_to_note_sequences`` then ``melody_rnn_create_dataset`` on the corpus and on enough
   copies of it to add at least 5,000 files (3 copies for Nottingham, 11 for the demo corpus).
@@ -81,6 +85,28 @@ def magenta(corpus: str, venv: str, config: str, scratch: str) -> dict:
     return result
 
 
+def steady_report(runs: list[tuple[str, dict, dict]], files: int, base: int, scale: int) -> str:
+    """The marginal rate between two large runs: from ``base`` to ``scale`` copies.
+
+    Why: a cost paid once per worker (its own isolated parser's start, a second of imports) is paid by
+    every worker of a large run, but at 1x only by the workers that happen to meet a file needing it;
+    the 1x-based rate then charges it to the added files. From ``base`` copies up, every run pays it.
+    """
+    body, rates = [], []
+    for name, more, at_base in runs:
+        wall_b = at_base["ingest_s"] + at_base["dataset_s"]
+        wall_k = more["ingest_s"] + more["dataset_s"]
+        added = wall_k - wall_b
+        rate = files * (scale - base) / added if added > 0 else float("nan")
+        rates.append(rate)
+        body.append([name, f"{wall_b:.1f}", f"{wall_k:.1f}", f"{rate:.0f}"])
+    out = [f"\nSteady state, from {base}x to {scale}x ({files * (scale - base)} added files; "
+           "every worker's one-off costs in both runs):\n",
+           h.table(["run", f"total s at {base}x", f"total s at {scale}x", "files/s"], body)]
+    out += [f"\n{runs[i][0]} vs {runs[0][0]}: {rates[i] / rates[0]:.2f}x (steady state)" for i in range(1, len(runs))]
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", nargs="?", default=None, help="corpus directory (default: the demo corpus)")
@@ -90,16 +116,23 @@ def main() -> None:
                                                                 "rate (default: enough for about 30,000 files)")
     parser.add_argument("--repeat", type=int, default=3, help="melodyflow runs per corpus size; the run with "
                                                               "the median total time counts (default: 3)")
+    parser.add_argument("--steady-from", type=int, default=None,
+                        help="copies of the corpus for the steady-state rate, measured from this many copies to "
+                             "--scale (default: enough for about 5,000 files, at least 2)")
     parser.add_argument("--magenta-venv", default=None, help="venv made by magenta-reference/setup.sh")
     parser.add_argument("--all", action="store_true", help="also run bench/ingest.py and bench/dataset.py")
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
     scale = args.scale or h.default_scale(corpus)
+    base = args.steady_from or max(2, -(-5000 // len(h.score_files(corpus))))
+    if not 1 < base < scale:
+        parser.error(f"--steady-from must be between 2 and --scale - 1 ({scale - 1})")
     workers = [int(w) for w in args.workers.split(",")]
     scratch = h.scratch_dir()
-    rows = []
+    rows, steady = [], []
     try:
         scaled = h.scaled_corpus(corpus, scale, os.path.join(scratch, f"x{scale}"))
+        based = h.scaled_corpus(corpus, base, os.path.join(scratch, f"x{base}"))
         if args.magenta_venv:
             # Enough added files (>= 5,000) that TensorFlow's variable start-up (±0.5 s) moves the rate by
             # a few per cent at most; with 1,500 the demo corpus's reference rate moved from 179 to 213 files/s.
@@ -114,6 +147,7 @@ def main() -> None:
             one = _median_run([melodyflow(corpus, w, args.config, scratch) for _ in range(args.repeat)])
             more = _median_run([melodyflow(scaled, w, args.config, scratch) for _ in range(args.repeat)])
             rows.append((f"melodyflow, {w} worker{'s' if w > 1 else ''}", one, more, scale))
+            steady.append(_median_run([melodyflow(based, w, args.config, scratch) for _ in range(args.repeat)]))
     finally:
         h.remove(scratch)
     files = rows[0][1]["files"]
@@ -136,6 +170,8 @@ def main() -> None:
     mf = [n for n in names if n.startswith("melodyflow")]
     for name in mf[1:]:
         print(f"\n{name} vs {mf[0]}: {rates[name] / rates[mf[0]]:.2f}x (marginal)")
+    print(steady_report([(name, more, at_base) for (name, _, more, _), at_base in zip(rows[-len(mf):], steady)],
+                        files, base, scale))
     if args.all:
         import dataset
         import ingest
