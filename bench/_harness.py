@@ -42,9 +42,14 @@ def default_corpus() -> str:
 MARGINAL_FILES = 30_000
 
 
+def copies_for(corpus: str, files: int) -> int:
+    """Copies of ``corpus`` that make at least ``files`` files."""
+    return -(-files // max(1, len(score_files(corpus))))
+
+
 def default_scale(corpus: str) -> int:
     """Copies of ``corpus`` that make about :data:`MARGINAL_FILES` files (at least 2)."""
-    return max(2, -(-MARGINAL_FILES // max(1, len(score_files(corpus)))))
+    return max(2, copies_for(corpus, MARGINAL_FILES))
 
 
 def score_files(corpus: str) -> list[str]:

@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
     scale = args.scale or h.default_scale(corpus)
-    base = args.steady_from or max(2, -(-5000 // len(h.score_files(corpus))))
+    base = args.steady_from or max(2, h.copies_for(corpus, 5000))
     if not 1 < base < scale:
         parser.error(f"--steady-from must be between 2 and --scale - 1 ({scale - 1})")
     workers = [int(w) for w in args.workers.split(",")]
@@ -136,7 +136,7 @@ def main() -> None:
         if args.magenta_venv:
             # Enough added files (>= 5,000) that TensorFlow's variable start-up (±0.5 s) moves the rate by
             # a few per cent at most; with 1,500 the demo corpus's reference rate moved from 179 to 213 files/s.
-            copies = max(2, -(-5000 // len(h.score_files(corpus))) + 1)
+            copies = h.copies_for(corpus, 5000) + 1  # the copies beyond the first add >= 5,000 files
             more_corpus = h.scaled_corpus(corpus, copies, os.path.join(scratch, f"ref-x{copies}"))
             one = magenta(corpus, args.magenta_venv, args.config, scratch)
             more = magenta(more_corpus, args.magenta_venv, args.config, scratch)
