@@ -136,6 +136,18 @@ def _in_process(request: ConversionRequest) -> bool:
     return request.fmt is SourceFormat.MIDI and len(request.data) <= IN_PROCESS_MIDI_BYTES
 
 
+def expects_isolated_parsing(entries: Iterable[FileEntry], settings: IngestSettings) -> bool:
+    """Whether a listing holds files that will go to the isolated parser whatever their content
+    (other formats, large MIDI files), so a job can start the parser template before it is asked.
+    Small MIDI files that the compiled reader turns down also go there, but only reading tells."""
+    for entry in entries:
+        fmt = format_for_path(entry.path)
+        if fmt is not None and entry.size <= settings.max_file_bytes and (
+                fmt is not SourceFormat.MIDI or entry.size > IN_PROCESS_MIDI_BYTES):
+            return True
+    return False
+
+
 def process_files(
     entries: Iterable[FileEntry],
     *,

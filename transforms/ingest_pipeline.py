@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -14,10 +15,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import batches, progress, storage
+from transforms import batches, fork_server, progress, storage
 from transforms.convert import preload_readers
-from transforms.ingest_files import (FIRST_COPIES, FirstCopies, first_copies, mark_duplicates, merge_first_copies,
-                                     process_files)
+from transforms.ingest_files import (FIRST_COPIES, FirstCopies, expects_isolated_parsing, first_copies,
+                                     mark_duplicates, merge_first_copies, process_files)
 from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
 from transforms.isolation import IsolatedWorker
 from transforms.runners import RunnerConfig, finish
@@ -169,16 +170,20 @@ class ConvertFilesDoFn(beam.DoFn):
     settings, not the plan: a pickled plan would carry the listing.
     """
 
-    def __init__(self, plan: batches.IngestPlan):
+    def __init__(self, plan: batches.IngestPlan, parser_template: str | None = None):
+        """``parser_template``: the address of the job's :class:`~transforms.fork_server.ParserTemplate`
+        when workers run on the driver's machine; a worker that cannot reach it starts its own parser."""
         self._progress_dir = storage.join(plan.batch_dir, progress.PROGRESS_DIR)
         self._batch_dir = plan.batch_dir
         self._source = plan.source
         self._settings = plan.settings
         self._known = plan.known_hashes
+        self._parser_template = parser_template
         self._worker: IsolatedWorker | None = None
 
     def setup(self):
-        self._worker = IsolatedWorker(self._settings.limits, prepare=preload_readers)
+        self._worker = IsolatedWorker(self._settings.limits, prepare=preload_readers,
+                                      template=self._parser_template)
 
     def teardown(self):
         if self._worker is not None:
@@ -291,7 +296,8 @@ def _manifest_line(outcome: FileOutcome) -> str:
     return json.dumps(outcome.manifest_record(), sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan) -> None:
+def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan,
+                          parser_template: str | None = None) -> None:
     """Convert chunks (sequences, outcomes and first-copies tables to staging files) → once every chunk
     is done, one merged first-copies table → per shard: duplicates marked, NoteSequences, manifest and
     dead-letter parts written, and a read-back report."""
@@ -300,7 +306,7 @@ def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan) -> 
         pipeline
         | "ListNewFiles" >> beam.Create(spread(layout.stage_listing(plan.files, listing_url(plan.batch_dir)),
                                               seed=plan.batch_id))
-        | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan))
+        | "ReadAndConvert" >> beam.ParDo(ConvertFilesDoFn(plan, parser_template))
     )
     first_copies_table = (
         pipeline
@@ -325,6 +331,15 @@ def _publish_manifest(plan: batches.IngestPlan) -> None:
         storage.read_bytes(manifest_part_url(plan.batch_dir, k)) for k in range(plan.num_shards)))
 
 
+def _parser_template_for(plan: batches.IngestPlan, runner: RunnerConfig):
+    """One parser template for all workers when they run on this machine (see
+    :mod:`transforms.fork_server`), started at once if the listing shows it will be needed."""
+    if not (runner.workers_on_this_machine and fork_server.SUPPORTED):
+        return contextlib.nullcontext(None)
+    return fork_server.ParserTemplate([preload_readers],
+                                      start_now=expects_isolated_parsing(plan.files, plan.settings))
+
+
 def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig,
                         on_progress=lambda done, total: None) -> dict:
     """Run the Beam job for ``plan`` and publish the batch; returns the batch report.
@@ -336,10 +351,11 @@ def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig,
     storage.remove_tree(plan.batch_dir)  # a killed run of this very batch left partial files
     storage.make_dirs(plan.batch_dir)
     pipeline = beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options())
-    build_ingest_pipeline(pipeline, plan)
-    with progress.ProgressWatcher(storage.join(plan.batch_dir, progress.PROGRESS_DIR), len(plan.files),
-                                  on_progress):
-        finish(pipeline.run())
+    with _parser_template_for(plan, runner) as template:
+        build_ingest_pipeline(pipeline, plan, template.address if template else None)
+        with progress.ProgressWatcher(storage.join(plan.batch_dir, progress.PROGRESS_DIR), len(plan.files),
+                                      on_progress):
+            finish(pipeline.run())
     _publish_manifest(plan)
     reports = [json.loads(storage.read_text(shard_report_url(plan.batch_dir, k))) for k in range(plan.num_shards)]
     dead_letter_parts = [dead_letters_part_url(plan.batch_dir, k) for k in range(plan.num_shards)]

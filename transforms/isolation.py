@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from transforms.fork_server import ForkedChild, TemplateUnavailable, fork_child
+
 
 class IsolatedCallError(Exception):
     """Base class for failures of a call made through :class:`IsolatedWorker`."""
@@ -57,7 +59,8 @@ class Limits:
             raise ValueError("memory_mb must be at least 256")
 
 
-def _child_main(read_fd: int, write_fd: int, memory_mb: int) -> None:
+def serve_calls(read_fd: int, write_fd: int, memory_mb: int) -> None:
+    """The isolated parser's loop: run each pickled call, reply, until the worker hangs up."""
     import resource
     import warnings
 
@@ -90,22 +93,47 @@ def _child_main(read_fd: int, write_fd: int, memory_mb: int) -> None:
 class IsolatedWorker:
     """Calls module-level functions in a child process, one at a time.
 
-    The child is a fresh interpreter (``python -m transforms.isolation``) talking over two pipes — not
-    ``multiprocessing``'s spawn, which re-imports the caller's ``__main__`` and so breaks under scripts,
-    notebooks and Beam's worker harness.  It starts lazily and restarts after a timeout or crash.
+    The child is forked from the job's parser template (:mod:`transforms.fork_server`) when ``template``
+    names one and it answers, or else a fresh interpreter (``python -m transforms.isolation``) talking
+    over two pipes — not ``multiprocessing``'s spawn, which re-imports the caller's ``__main__`` and so
+    breaks under scripts, notebooks and Beam's worker harness.  It starts lazily and restarts after a
+    timeout or crash.
     """
 
-    def __init__(self, limits: Limits = Limits(), prepare: Callable[[], Any] | None = None):
+    def __init__(self, limits: Limits = Limits(), prepare: Callable[[], Any] | None = None,
+                 template: str | None = None):
         """``prepare`` runs in every new child before its first call, outside the time limit (e.g.
-        importing the parsers, which can take longer than a small per-file limit)."""
+        importing the parsers, which can take longer than a small per-file limit); a child forked from
+        a template that ran it already finds it done.  ``template``: a parser template's address."""
         self._limits = limits
         self._prepare = prepare
+        self._template = template
         self._prepared: set[Callable[[], Any]] = set()  # run in the current child
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen | ForkedChild | None = None
         self._inbox: Connection | None = None  # replies from the child
         self._outbox: Connection | None = None  # requests to the child
 
+    @property
+    def forked(self) -> bool:
+        """Whether the current child came from the template (for tests and benchmarks)."""
+        return isinstance(self._proc, ForkedChild)
+
     def _start(self) -> None:
+        if self._template is not None:
+            try:
+                self._proc, channel = fork_child(self._template, self._limits.memory_mb)
+            except TemplateUnavailable:
+                self._template = None  # gone for good (the job's driver owns it): start our own from now on
+            else:
+                self._inbox = Connection(channel, writable=False)
+                self._outbox = Connection(os.dup(channel), readable=False)
+        if self._proc is None:
+            self._spawn()
+        self._prepared.clear()
+        if self._prepare is not None:
+            self._run_prepare(self._prepare)
+
+    def _spawn(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         cmd = [sys.executable, "-m", "transforms.isolation", str(to_child_r), str(from_child_w),
@@ -120,9 +148,6 @@ class IsolatedWorker:
             os.close(from_child_w)
         self._outbox = Connection(to_child_w, readable=False)
         self._inbox = Connection(from_child_r, writable=False)
-        self._prepared.clear()
-        if self._prepare is not None:
-            self._run_prepare(self._prepare)
 
     def _run_prepare(self, prepare: Callable[[], Any]) -> None:
         assert self._inbox is not None and self._outbox is not None
@@ -155,6 +180,8 @@ class IsolatedWorker:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait(timeout=10)
+            if isinstance(self._proc, ForkedChild):
+                self._proc.close()
         for conn in (self._inbox, self._outbox):
             if conn is not None:
                 conn.close()
@@ -193,4 +220,4 @@ class IsolatedWorker:
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    serve_calls(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
