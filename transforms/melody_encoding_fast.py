@@ -19,6 +19,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 
 from transforms.melody_configs import MelodyConfig
 
@@ -61,6 +62,57 @@ def _transposition(min_note: int, max_note: int, amount: int) -> tuple[np.ndarra
     return table, bool(notes.min() >= min_note and notes.max() < max_note)
 
 
+_OK, _OUT_OF_RANGE, _NO_NOTES = 0, 1, 2
+
+
+@njit(cache=True)
+def _squash_plan(ev, min_note, max_note, to_key, transpose_to_key, key_matrix):
+    """One pass of :func:`squashed_events`' checks and sums, in place on ``ev``: ``(status, value)``.
+
+    ``_OUT_OF_RANGE`` with the offending event (the lowest if below -2, else the highest); ``_NO_NOTES``
+    with every event made a no-event; else ``_OK`` with the transposition amount, after turning the
+    note-offs before the first note-on into no-events.  note-seq works on a float histogram and numpy
+    scalars; counts are exact either way, the first maximal key wins either way, and ``np.rint`` rounds
+    half to even like Python's ``round``.  (Compiled: a melody is a few hundred events, where a dozen
+    numpy calls cost more than the work.)
+    """
+    lowest = highest = ev[0]
+    for e in ev:
+        lowest = min(lowest, e)
+        highest = max(highest, e)
+    if lowest < MELODY_NO_EVENT:
+        return _OUT_OF_RANGE, lowest
+    if highest > 127:
+        return _OUT_OF_RANGE, highest
+    if highest < 0:  # no notes: every note-off precedes the (absent) first note
+        ev[:] = MELODY_NO_EVENT
+        return _NO_NOTES, 0
+    first = 0
+    while ev[first] < 0:
+        ev[first] = MELODY_NO_EVENT
+        first += 1
+    if not to_key:
+        return _OK, 0
+    counts = np.zeros(NOTES_PER_OCTAVE, dtype=np.int64)
+    low = highest
+    for i in range(first, ev.size):
+        if ev[i] >= 0:
+            counts[ev[i] % NOTES_PER_OCTAVE] += 1
+            low = min(low, ev[i])
+    melody_key, best = 0, -1
+    for key in range(NOTES_PER_OCTAVE):
+        score = 0
+        for pitch_class in range(NOTES_PER_OCTAVE):
+            score += counts[pitch_class] * key_matrix[pitch_class, key]
+        if score > best:
+            melody_key, best = key, score
+    key_diff = transpose_to_key - melody_key
+    melody_center = (low + highest) / 2
+    target_center = (min_note + max_note - 1) / 2
+    center_diff = target_center - (melody_center + key_diff)
+    return _OK, key_diff + NOTES_PER_OCTAVE * int(np.rint(center_diff / float(NOTES_PER_OCTAVE)))
+
+
 def squashed_events(events, min_note: int, max_note: int, transpose_to_key: int | None) -> np.ndarray:
     """``m = note_seq.Melody(events); m.squash(min_note, max_note, transpose_to_key)``'s events.
 
@@ -73,28 +125,12 @@ def squashed_events(events, min_note: int, max_note: int, transpose_to_key: int 
     ev = _as_array(events)
     if not ev.size:
         return ev
-    lowest, highest = int(ev.min()), int(ev.max())
-    if lowest < MELODY_NO_EVENT or highest > 127:
-        raise ValueError("Melody event out of range: %d" % (lowest if lowest < MELODY_NO_EVENT else highest))
-    if highest < 0:  # no notes: every note-off precedes the (absent) first note
-        ev[:] = MELODY_NO_EVENT
+    status, amount = _squash_plan(ev, min_note, max_note, transpose_to_key is not None,
+                                  transpose_to_key or 0, KEY_MATRIX)
+    if status == _OUT_OF_RANGE:
+        raise ValueError("Melody event out of range: %d" % amount)
+    if status == _NO_NOTES:
         return ev
-    is_note = ev >= 0
-    ev[: int(is_note.argmax())] = MELODY_NO_EVENT
-    if transpose_to_key is None:
-        amount = 0
-    else:
-        notes = ev[is_note]
-        low = int(notes.min())
-        # note-seq works on a float histogram and numpy scalars; counts are exact in either, argmax
-        # picks the first maximum either way, and Python floats round half to even like numpy's.
-        key_histogram = np.bincount(notes % NOTES_PER_OCTAVE, minlength=NOTES_PER_OCTAVE) @ KEY_MATRIX
-        melody_key = int(key_histogram.argmax())
-        key_diff = transpose_to_key - melody_key
-        melody_center = (low + highest) / 2
-        target_center = (min_note + max_note - 1) / 2
-        center_diff = target_center - (melody_center + key_diff)
-        amount = int(key_diff + NOTES_PER_OCTAVE * int(round(center_diff / float(NOTES_PER_OCTAVE))))
     table, in_range = _transposition(min_note, max_note, amount)
     ev = table[ev + 2]
     if not in_range and ev.size > 1:  # range narrower than an octave; a 1-event melody encodes nothing
