@@ -134,11 +134,26 @@ def peak_rss_mb():
 """
 
 
+TIMED_PASSES = """
+def timed_passes(run, min_s=2.0):
+    # (first result, seconds per pass, seconds of the passes after the first): whole passes of run()
+    # until at least min_s of work, so a small corpus is not timed in milliseconds.
+    t0 = _time.perf_counter()
+    first = run()
+    first_done, passes = _time.perf_counter(), 1
+    while _time.perf_counter() - t0 < min_s:
+        run()
+        passes += 1
+    end = _time.perf_counter()
+    return first, (end - t0) / passes, end - first_done
+"""
+
+
 def run_python(script: str, *args: str, python: str | None = None) -> dict:
     """Run ``script`` in a fresh interpreter; it writes a JSON result to the path given as its last argument."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
         out_path = out.name
-    proc = subprocess.run([python or sys.executable, "-c", PEAK_RSS + script, *args, out_path],
+    proc = subprocess.run([python or sys.executable, "-c", PEAK_RSS + TIMED_PASSES + script, *args, out_path],
                           capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": ROOT, "PYTHONWARNINGS": "ignore"})
     try:

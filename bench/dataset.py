@@ -46,7 +46,6 @@ json.dump({"sequences": len(sequences)}, open(out, "w"))
 _POOL = r"""
 import hashlib, json, sys, time
 started = time.perf_counter()
-MIN_WORK_S = 2.0  # timed work per stage run, at least: whole passes over the corpus
 kind, source, config, workers, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 
 def warm(_=None):
@@ -77,14 +76,7 @@ if __name__ == "__main__":
     WARM = sequences[0]
     with Pool(workers, initializer=warm) as pool:
         pool.map(warm, range(workers * 4), chunksize=1)
-        t0 = time.perf_counter()
-        results = pool.map(examples, sequences, chunksize=16)
-        first_pass_done, passes = time.perf_counter(), 1
-        while time.perf_counter() - t0 < MIN_WORK_S:  # a small corpus: repeat, so timer noise stays small
-            pool.map(examples, sequences, chunksize=16)
-            passes += 1
-        repeats_s = time.perf_counter() - first_pass_done
-        work = (time.perf_counter() - t0) / passes
+        results, work, repeats_s = timed_passes(lambda: pool.map(examples, sequences, chunksize=16))
     wall = time.perf_counter() - started - repeats_s  # one pass: the whole-process rates need that
     json.dump({"sequences": len(sequences), "melodies": sum(n for n, _ in results), "work_s": work,
                "wall_s": wall, "digests": [d for _, d in results], "rss": peak_rss_mb()}, open(out, "w"))

@@ -30,7 +30,6 @@ import _harness as h  # noqa: E402
 _POOL = r"""
 import hashlib, json, os, sys, time
 started = time.perf_counter()
-MIN_WORK_S = 2.0  # timed work per stage run, at least: whole passes over the corpus
 kind, corpus, workers, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 EXT = (".mid", ".midi", ".kar", ".abc", ".xml", ".mxl", ".musicxml")
 
@@ -69,14 +68,7 @@ if __name__ == "__main__":
                    if f.lower().endswith(EXT))
     with Pool(workers, initializer=warm) as pool:
         pool.map(warm, range(workers * 4), chunksize=1)
-        t0 = time.perf_counter()
-        results = pool.map(convert, paths, chunksize=8)
-        first_pass_done, passes = time.perf_counter(), 1
-        while time.perf_counter() - t0 < MIN_WORK_S:  # a small corpus: repeat, so timer noise stays small
-            pool.map(convert, paths, chunksize=8)
-            passes += 1
-        repeats_s = time.perf_counter() - first_pass_done
-        work = (time.perf_counter() - t0) / passes
+        results, work, repeats_s = timed_passes(lambda: pool.map(convert, paths, chunksize=8))
     wall = time.perf_counter() - started - repeats_s  # one pass: the whole-process rates need that
     from note_seq import NoteSequence
     notes, digests = 0, {}
