@@ -49,6 +49,12 @@ class TemplateUnavailable(OSError):
     """The template could not provide a child (not started, gone, or refused)."""
 
 
+def child_interpreter_env() -> dict[str, str]:
+    """Environment for a child ``python -m ...`` that can import whatever this process can (as with
+    ``multiprocessing``'s spawn)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
 def _function_name(fn: Callable[[], Any]) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
@@ -121,12 +127,11 @@ class ParserTemplate:
                 return
             lifeline_r, self._lifeline_w = os.pipe()
             listen_fd = self._listener.fileno()
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
             try:
                 self._proc = subprocess.Popen(
                     [sys.executable, "-m", "transforms.fork_server", str(listen_fd), str(lifeline_r),
                      *self._prepare],
-                    pass_fds=(listen_fd, lifeline_r), env=env, stdin=subprocess.DEVNULL,
+                    pass_fds=(listen_fd, lifeline_r), env=child_interpreter_env(), stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL)
             except OSError:  # e.g. out of processes: workers are refused and start their own parsers
                 os.close(self._lifeline_w)

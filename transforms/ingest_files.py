@@ -132,8 +132,12 @@ def _convert_batch(worker: IsolatedWorker, batch: list[_Pending]) -> list[Conver
 IN_PROCESS_MIDI_BYTES = 1024 * 1024
 
 
+def _read_in_worker(fmt: SourceFormat, size: int) -> bool:
+    return fmt is SourceFormat.MIDI and size <= IN_PROCESS_MIDI_BYTES
+
+
 def _in_process(request: ConversionRequest) -> bool:
-    return request.fmt is SourceFormat.MIDI and len(request.data) <= IN_PROCESS_MIDI_BYTES
+    return _read_in_worker(request.fmt, len(request.data))
 
 
 def expects_isolated_parsing(entries: Iterable[FileEntry], settings: IngestSettings) -> bool:
@@ -142,8 +146,7 @@ def expects_isolated_parsing(entries: Iterable[FileEntry], settings: IngestSetti
     Small MIDI files that the compiled reader turns down also go there, but only reading tells."""
     for entry in entries:
         fmt = format_for_path(entry.path)
-        if fmt is not None and entry.size <= settings.max_file_bytes and (
-                fmt is not SourceFormat.MIDI or entry.size > IN_PROCESS_MIDI_BYTES):
+        if fmt is not None and entry.size <= settings.max_file_bytes and not _read_in_worker(fmt, entry.size):
             return True
     return False
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from transforms.fork_server import ForkedChild, TemplateUnavailable, fork_child
+from transforms.fork_server import ForkedChild, TemplateUnavailable, child_interpreter_env, fork_child
 
 
 class IsolatedCallError(Exception):
@@ -139,9 +139,7 @@ class IsolatedWorker:
         cmd = [sys.executable, "-m", "transforms.isolation", str(to_child_r), str(from_child_w),
                str(self._limits.memory_mb)]
         try:
-            # The child can import whatever the caller can, as with multiprocessing's spawn.
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-            self._proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), env=env,
+            self._proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), env=child_interpreter_env(),
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         finally:
             os.close(to_child_r)

@@ -103,7 +103,8 @@ class RunnerConfig:
     def workers_on_this_machine(self) -> bool:
         """Whether every worker runs on the driver's machine: the direct runner, or Dask's local
         cluster (no scheduler address given)."""
-        return self.runner == "direct" or (self.runner == "dask" and "dask_client_address" not in self.beam_flags_dict())
+        local_dask = self.runner == "dask" and "dask_client_address" not in self.beam_flags_dict()
+        return self.runner == "direct" or local_dask
 
     def pipeline_options(self):
         from apache_beam.options.pipeline_options import PipelineOptions
