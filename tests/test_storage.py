@@ -44,6 +44,20 @@ def test_symlink_loops_do_not_recurse_forever(tmp_path):
     assert list(storage.walk_files(str(tmp_path))) == [("a/x.mid", 1)]
 
 
+def test_walk_keeps_os_walk_rules_for_links_and_nesting(tmp_path):
+    """Symlinked files are listed with their target's size, dangling ones with -1 (the reader reports
+    them), symlinked directories are not entered; the listing is sorted by relative path."""
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    (tmp_path / "b" / "c" / "deep.mid").write_bytes(b"123")
+    (tmp_path / "a.mid").write_bytes(b"12")
+    os.symlink(tmp_path / "a.mid", tmp_path / "b" / "link.mid")
+    os.symlink(tmp_path / "missing.mid", tmp_path / "b" / "dangling.mid")
+    os.symlink(tmp_path / "b" / "c", tmp_path / "dirlink")
+    expected = [("a.mid", 2), ("b/c/deep.mid", 3), ("b/dangling.mid", -1), ("b/link.mid", 2)]
+    assert list(storage.walk_files(str(tmp_path))) == expected
+    assert list(storage.walk_files(str(tmp_path) + "/")) == expected
+
+
 def test_failing_io_is_retried_then_names_the_url():
     calls = []
 
