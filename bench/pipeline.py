@@ -8,7 +8,8 @@ CORPUS defaults to the demo corpus. Each command runs in its own process, as a u
 (fresh DATA_ROOT, Prefect's ephemeral API, Beam, start-up included):
 - melodyflow: ``melodyflow ingest`` then ``melodyflow dataset`` on the corpus and on ``--scale`` K
   distinct copies of it (default: enough for about 30,000 files: 10 for Nottingham, 60 for the demo
-  corpus), with each worker count; ``--repeat`` (3) runs of each, the median counts. Also on
+  corpus), with each worker count; ``--repeat`` (3) runs of each, the median counts, interleaved (each
+  repeat runs every size with every worker count in turn, so a slow spell hits them all). Also on
   ``--steady-from`` copies (default: about 5,000 files), for the steady-state rate between two large
   runs, which every worker's one-off costs leave out;
 - Magenta 2.1.4 (with ``--magenta-venv``, a venv made by ../shared/tools/magenta-reference/setup.sh):
@@ -107,6 +108,23 @@ def steady_report(runs: list[tuple[str, dict, dict]], files: int, base: int, sca
     return "\n".join(out)
 
 
+def repeat_report(files: int, scale: int, workers: list[int], runs: dict) -> str:
+    """Each repeat's own ratio of the larger worker counts to the first, from its adjacent runs: how far
+    a single pass of the benchmark can stray from the medians."""
+    def rate(run_1x: dict, run_kx: dict) -> float:
+        return h.Marginal(files, run_1x["ingest_s"] + run_1x["dataset_s"],
+                          run_kx["ingest_s"] + run_kx["dataset_s"], scale).rate
+
+    lines = []
+    first = workers[0]
+    for w in workers[1:]:
+        ratios = [rate(runs[w, "1x"][i], runs[w, "kx"][i]) / rate(runs[first, "1x"][i], runs[first, "kx"][i])
+                  for i in range(len(runs[w, "1x"]))]
+        lines.append(f"\n{w} workers vs {first}, each repeat on its own (from 1x): "
+                     + ", ".join(f"{r:.2f}x" for r in ratios))
+    return "".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", nargs="?", default=None, help="corpus directory (default: the demo corpus)")
@@ -141,13 +159,20 @@ def main() -> None:
             one = magenta(corpus, args.magenta_venv, args.config, scratch)
             more = magenta(more_corpus, args.magenta_venv, args.config, scratch)
             rows.append(("Magenta 2.1.4 (one process)", one, more, copies))
+        # Interleaved: each repeat runs every worker count on every size, one after the other, so a slow
+        # spell of the machine (the same command moved by 1-3 s between minutes) lands on all of them
+        # rather than on one worker count's whole series.
+        runs = {(w, size): [] for w in workers for size in ("1x", "base", "kx")}
+        for _ in range(args.repeat):
+            for size, source in (("1x", corpus), ("base", based), ("kx", scaled)):
+                for w in workers:
+                    runs[w, size].append(melodyflow(source, w, args.config, scratch))
         for w in workers:
-            # Median of --repeat runs: Prefect's ephemeral API starts in 7-14 s, which alone moves a
-            # single pair of runs' marginal rate by 10-15%.
-            one = _median_run([melodyflow(corpus, w, args.config, scratch) for _ in range(args.repeat)])
-            more = _median_run([melodyflow(scaled, w, args.config, scratch) for _ in range(args.repeat)])
-            rows.append((f"melodyflow, {w} worker{'s' if w > 1 else ''}", one, more, scale))
-            steady.append(_median_run([melodyflow(based, w, args.config, scratch) for _ in range(args.repeat)]))
+            # Median of --repeat runs: Prefect's ephemeral API and Beam's worker start-up move a single pair
+            # of runs' marginal rate by 10-15%.
+            rows.append((f"melodyflow, {w} worker{'s' if w > 1 else ''}", _median_run(runs[w, "1x"]),
+                         _median_run(runs[w, "kx"]), scale))
+            steady.append(_median_run(runs[w, "base"]))
     finally:
         h.remove(scratch)
     files = rows[0][1]["files"]
@@ -170,6 +195,7 @@ def main() -> None:
     mf = [n for n in names if n.startswith("melodyflow")]
     for name in mf[1:]:
         print(f"\n{name} vs {mf[0]}: {rates[name] / rates[mf[0]]:.2f}x (marginal)")
+    print(repeat_report(files, scale, workers, runs))
     print(steady_report([(name, more, at_base) for (name, _, more, _), at_base in zip(rows[-len(mf):], steady)],
                         files, base, scale))
     if args.all:
