@@ -6,8 +6,8 @@ Speed is reported two ways, as ../shared/NOTES-ENV.md asks:
 - *marginal* rate of a whole process: run on the corpus and on K distinct copies of it, and divide the
   added files by the added wall time; start-up (imports, Prefect, Beam's harness) is what the first run
   costs beyond that and is reported separately.  The reference uses K = 2 (it is slow enough for that to
-  be precise); melodyflow uses enough copies for about 30,000 files by default (10 of Nottingham, 60 of
-  the demo corpus), which also shows peak memory at 1x against Kx.
+  be precise); melodyflow uses enough copies for about 120,000 files by default (39 of Nottingham, 239
+  of the demo corpus), which also shows peak memory at 1x against Kx.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ def default_corpus() -> str:
     return corpus
 
 
-# Files in melodyflow's larger run. At 30,000 the 1-worker marginal time is 15-20 s on the demo corpus
-# as on Nottingham; with 20 copies of the demo corpus (10,080 files) it was about 5 s, against start-up
-# times that vary by a second per command, and two runs of the same code gave 1.53x and 1.87x for two
-# workers against one.
-MARGINAL_FILES = 30_000
+# Files in melodyflow's larger run. The two commands' fixed costs (imports, Prefect's ephemeral API, Beam's
+# workers) move by 1-3 s per pair from run to run. At 30,000 files the 2-worker marginal time was only
+# 7-9 s, and runs of the same code gave 1.55-2.07x for two workers against one (1.69x and 2.07x on
+# Nottingham); at about 120,000 it is 30-34 s, and three interleaved repeats agreed within 0.1.
+MARGINAL_FILES = 120_000
 
 
 def copies_for(corpus: str, files: int) -> int:

@@ -12,7 +12,7 @@ and each in a fresh interpreter:
   (both stages: whole passes over the sequences until at least 2 s of work, so a small corpus is not
   timed in milliseconds);
 - melodyflow job: ``run_dataset_pipeline`` (Beam, staging, sharded writes, stats, marker) on the data
-  ingested from the corpus and from ``--scale`` copies of it (default: about 30,000 files): marginal rate, and peak RSS at 1x/Kx.
+  ingested from the corpus and from ``--scale`` copies of it (default: about 120,000 files): marginal rate, and peak RSS at 1x/Kx.
 Both stage runs write Magenta's SequenceExample format, so their records are compared byte for byte
 (the job writes the default compact format; tests check it encodes the same examples).
 """
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--no-job", action="store_true", help="stage comparison only (skip the Beam job runs)")
     parser.add_argument("--scale", type=int, default=None, help="copies of the corpus for melodyflow's marginal "
                                                                 "rate and memory check (default: enough for "
-                                                                "about 30,000 files)")
+                                                                "about 120,000 files)")
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
     result = measure(corpus, [int(w) for w in args.workers.split(",")], args.config, job=not args.no_job,

@@ -9,7 +9,7 @@ docs/performance.md. For each worker count it runs, each in a fresh interpreter:
 - melodyflow stage: melodyflow's per-file work (read, hash, compiled MIDI reader with note-seq fallback)
   in the same kind of pool;
 - melodyflow job: the real ingestion job (``run_ingest_pipeline``: Beam, isolated parser for what the
-  compiled reader leaves, shards, manifest, marker) on the corpus and on ``--scale`` copies of it (default: about 30,000 files).
+  compiled reader leaves, shards, manifest, marker) on the corpus and on ``--scale`` copies of it (default: about 120,000 files).
 It prints files/s and notes/s per stage (work only, per core; whole passes over the corpus until at least
 2 s of work, so a small corpus is not timed in milliseconds) and per whole process (marginal rates,
 start-up shown apart), peak RSS at 1x and Kx, the ratios, and how many NoteSequences are
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--no-job", action="store_true", help="stage comparison only (skip the Beam job runs)")
     parser.add_argument("--scale", type=int, default=None, help="copies of the corpus for melodyflow's marginal "
                                                                 "rate and memory check (default: enough for "
-                                                                "about 30,000 files)")
+                                                                "about 120,000 files)")
     args = parser.parse_args()
     corpus = args.corpus or h.default_corpus()
     rows = measure(corpus, [int(w) for w in args.workers.split(",")], job=not args.no_job,

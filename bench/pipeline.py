@@ -7,8 +7,8 @@ Magenta's two commands, and (with --all) the stage benchmarks too. One script, o
 CORPUS defaults to the demo corpus. Each command runs in its own process, as a user would run it
 (fresh DATA_ROOT, Prefect's ephemeral API, Beam, start-up included):
 - melodyflow: ``melodyflow ingest`` then ``melodyflow dataset`` on the corpus and on ``--scale`` K
-  distinct copies of it (default: enough for about 30,000 files: 10 for Nottingham, 60 for the demo
-  corpus), with each worker count; ``--repeat`` (3) runs of each, the median counts, interleaved (each
+  distinct copies of it (default: enough for about 120,000 files: 39 for Nottingham, 239 for the
+  demo corpus), with each worker count; ``--repeat`` (3) runs of each, the median counts, interleaved (each
   repeat runs every size with every worker count in turn, so a slow spell hits them all). Also on
   ``--steady-from`` copies (default: about 5,000 files), for the steady-state rate between two large
   runs, which every worker's one-off costs leave out;
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--config", default="basic_rnn")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     parser.add_argument("--scale", type=int, default=None, help="copies of the corpus for melodyflow's marginal "
-                                                                "rate (default: enough for about 30,000 files)")
+                                                                "rate (default: enough for about 120,000 files)")
     parser.add_argument("--repeat", type=int, default=3, help="melodyflow runs per corpus size; the run with "
                                                               "the median total time counts (default: 3)")
     parser.add_argument("--steady-from", type=int, default=None,
