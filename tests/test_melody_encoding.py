@@ -232,6 +232,18 @@ def test_fast_encoder_constants_are_note_seqs():
         assert fast.input_size(config) == config.input_size
 
 
+def test_label_entries_match_the_scalar_encoder_for_any_int64():
+    """Magenta's labels are small class indices, but a wide custom note range (or a bad caller) must
+    still get protobuf's bytes: multi-byte and ten-byte (negative) varints included."""
+    rng = random.Random(11)
+    for _ in range(200):
+        labels = [rng.choice([rng.randrange(128), rng.randrange(1 << 14), rng.randrange(1 << 40),
+                              rng.randrange(-2**63, 0), 2**63 - 1, 0])
+                  for _ in range(rng.choice([0, 1, 7, 120]))]
+        expected = b"".join(example_proto._field(1, example_proto._int64_feature([v])) for v in labels)
+        assert example_proto._label_entries(np.array(labels, dtype=np.int64)) == expected
+
+
 def test_vectorized_varints_match_the_scalar_encoder():
     rng = random.Random(7)
     for _ in range(300):

@@ -74,9 +74,6 @@ def example(int64_features: Mapping[str, Iterable[int]]) -> bytes:
     return _field(1, features)
 
 
-# _POW7[j] = 2**(7*j): a non-negative value needs varint byte j (0-based) iff it is >= _POW7[j].
-_POW7 = np.array([1 << (7 * j) for j in range(10)], dtype=np.uint64)
-_SHIFT7 = np.arange(10, dtype=np.uint64) * np.uint64(7)
 _LENGTH_BYTES = [bytes((n,)) for n in range(0x80)]
 
 
@@ -89,32 +86,20 @@ def _length(n: int) -> bytes:
     return _varint(n)
 
 
-def _varint_matrix(values) -> tuple[np.ndarray, np.ndarray]:
-    """Varints of int64 ``values`` as rows of a ``[n, k]`` uint8 matrix and the mask of bytes in use."""
-    v = np.asarray(values).ravel()
-    if v.size and v.min() >= 0 and v.max() < 0x4000:  # the common case, in 16-bit arithmetic
-        v = v.astype(np.uint16)
-        big = v >= 0x80
-        groups = np.empty((v.size, 2), dtype=np.uint8)
-        groups[:, 0] = (v & 0x7F) | (big.astype(np.uint16) << 7)
-        groups[:, 1] = v >> 7
-        present = np.empty(groups.shape, dtype=bool)
-        present[:, 0] = True
-        present[:, 1] = big
-        return groups, present
-    u = np.ascontiguousarray(v, dtype=np.int64).ravel().view(np.uint64)
-    width = max(int(np.searchsorted(_POW7, u.max(), side="right")), 1) if u.size else 1
-    present = u[:, None] >= _POW7[:width]
-    more = np.zeros(present.shape, dtype=np.uint8)
-    more[:, :-1] = present[:, 1:]
-    groups = ((u[:, None] >> _SHIFT7[:width]) & np.uint64(0x7F)).astype(np.uint8) | (more << 7)
-    present[:, 0] = True  # zero still takes one byte
-    return groups, present
-
-
 _LOW7 = np.uint64(0x7F)
 _MORE = np.uint64(0x80)
 _SEVEN = np.uint64(7)
+
+
+@njit(cache=True)
+def _put_varint(out, j, x):
+    """Write the varint of uint64 ``x`` at ``out[j]``; returns the index after it."""
+    while x >= _MORE:
+        out[j] = np.uint8((x & _LOW7) | _MORE)
+        j += 1
+        x >>= _SEVEN
+    out[j] = np.uint8(x)
+    return j + 1
 
 
 @njit(cache=True)
@@ -123,14 +108,32 @@ def _varints(u):
     out = np.empty(u.size * 10, dtype=np.uint8)
     j = 0
     for i in range(u.size):
-        x = u[i]
-        while x >= _MORE:
-            out[j] = np.uint8((x & _LOW7) | _MORE)
-            j += 1
-            x >>= _SEVEN
-        out[j] = np.uint8(x)
-        j += 1
+        j = _put_varint(out, j, u[i])
     return out[:j]
+
+
+@njit(cache=True)
+def _label_feature_entries(u):
+    """Per uint64 label, a FeatureList.feature (1) → Feature.int64_list (3) → Int64List.value (1)
+    holding its n-byte varint: 0x0a, n+4, 0x1a, n+2, 0x0a, n, varint."""
+    out = np.empty(u.size * 16, dtype=np.uint8)
+    j = 0
+    for i in range(u.size):
+        end = _put_varint(out, j + 6, u[i])
+        n = end - j - 6
+        out[j] = np.uint8(0x0A)
+        out[j + 1] = np.uint8(n + 4)
+        out[j + 2] = np.uint8(0x1A)
+        out[j + 3] = np.uint8(n + 2)
+        out[j + 4] = np.uint8(0x0A)
+        out[j + 5] = np.uint8(n)
+        j = end
+    return out[:j]
+
+
+def _as_uint64(values) -> np.ndarray:
+    """int64 ``values`` as their two's-complement uint64 bits, the way protobuf writes negative int64s."""
+    return np.ascontiguousarray(values, dtype=np.int64).ravel().view(np.uint64)
 
 
 def packed_varints(values) -> bytes:
@@ -139,10 +142,8 @@ def packed_varints(values) -> bytes:
     Same bytes as ``b"".join(_varint(int(v)) for v in values)``, negatives included.  One compiled
     loop: a record packs four short arrays, where numpy's per-call costs outweighed the work.
     """
-    v = np.ascontiguousarray(values, dtype=np.int64).ravel()
-    if v.size == 0:
-        return b""
-    return _varints(v.view(np.uint64)).tobytes()
+    u = _as_uint64(values)
+    return _varints(u).tobytes() if u.size else b""
 
 
 def _ld(tag: bytes, payload: bytes) -> bytes:
@@ -192,27 +193,9 @@ def sequence_example_sparse(steps: int, width: int, rows, cols, negative, labels
 
 
 def _label_entries(labels) -> bytes:
-    """``b"".join(_field(1, _int64_feature([label])) for label in labels)``, vectorized."""
-    labels = np.asarray(labels)
-    steps = labels.size
-    if not steps:
-        return b""
-    # FeatureList.feature (1) → Feature.int64_list (3) → Int64List.value (1) = one n-byte varint:
-    # 0x0a, n+4, 0x1a, n+2, 0x0a, n, varint.
-    if labels.min() >= 0 and labels.max() < 0x80:
-        entries = np.empty((steps, 7), dtype=np.uint8)
-        entries[:, :6] = (0x0A, 5, 0x1A, 3, 0x0A, 1)
-        entries[:, 6] = labels
-        return entries.tobytes()
-    groups, present = _varint_matrix(labels)
-    n = present.sum(axis=1).astype(np.uint8)
-    entries = np.empty((steps, 6 + present.shape[1]), dtype=np.uint8)
-    entries[:, 0], entries[:, 1], entries[:, 2], entries[:, 3], entries[:, 4], entries[:, 5] = (
-        0x0A, n + 4, 0x1A, n + 2, 0x0A, n)
-    entries[:, 6:] = groups
-    keep = np.ones(entries.shape, dtype=bool)
-    keep[:, 6:] = present
-    return entries[keep].tobytes()
+    """``b"".join(_field(1, _int64_feature([label])) for label in labels)``, in one compiled loop."""
+    u = _as_uint64(labels)
+    return _label_feature_entries(u).tobytes() if u.size else b""
 
 
 _INPUTS_KEY, _LABELS_KEY = _field(1, b"inputs"), _field(1, b"labels")
