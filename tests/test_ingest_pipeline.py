@@ -152,9 +152,11 @@ def test_sigkill_during_ingest_then_rerun_loses_and_duplicates_nothing(tmp_path)
                             start_new_session=True)
     deadline = time.monotonic() + 240
     root = data / "notesequences"
-    while time.monotonic() < deadline and not (root.exists() and any(root.iterdir())):
-        time.sleep(0.05)
-    time.sleep(1.0)  # let it get into the Beam job
+    # Killed as soon as the Beam job has staged its listing: the job is under way, and still has all of
+    # Beam's run ahead of it before it can publish.  (A fixed sleep after the batch directory appeared
+    # raced the job itself, which now finishes 120 files in about a second.)
+    while time.monotonic() < deadline and not any(root.glob("*/_staging/listing.jsonl")):
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert completed_batches(str(data)) == [], "a killed run must not publish its batch"
