@@ -27,8 +27,7 @@ SCORE_EXTENSIONS = (".mid", ".midi", ".kar", ".abc", ".xml", ".mxl", ".musicxml"
 
 def default_corpus() -> str:
     """The demo corpus the README's first command uses (built once, then cached)."""
-    sys.path.insert(0, ROOT)
-    from transforms.demo_corpus import build_demo_corpus, default_cache_dir
+    from melodyflow.transforms.ingest.demo_corpus import build_demo_corpus, default_cache_dir
 
     corpus = default_cache_dir()
     build_demo_corpus(corpus)

@@ -21,20 +21,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _harness as h  # noqa: E402
+import _harness as h
 
 _INGEST = r"""
 import json, sys
 corpus, data, out = sys.argv[1], sys.argv[2], sys.argv[3]
-from transforms.batches import completed_batches, plan_ingest, read_sequences
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_pipeline import run_ingest_pipeline
-from transforms.runners import RunnerConfig
-from transforms.tfrecord import encode_records
+from melodyflow.transforms.ingest.batches import completed_batches, plan_ingest, read_sequences
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.job import run_ingest_pipeline
+from melodyflow.transforms.beam.runners import RunnerConfig
+from melodyflow.transforms.io.tfrecord import encode_records
 plan = plan_ingest(corpus, data, IngestSettings(collection="bench"))
 run_ingest_pipeline(plan, RunnerConfig(workers=1))
 sequences = [s for b in completed_batches(data) for s in read_sequences(b)]
@@ -52,16 +49,16 @@ def warm(_=None):
     global SETTINGS, FN
     import warnings
     warnings.simplefilter("ignore")
-    from transforms.melody_configs import get_config
-    from transforms import melody_dataset
-    SETTINGS = melody_dataset.DatasetSettings(config=get_config(config), format="sequence-example")
+    from melodyflow.transforms.melodies.configs import get_config
+    from melodyflow.transforms.melodies import dataset
+    SETTINGS = dataset.DatasetSettings(config=get_config(config), format="sequence-example")
     if kind == "reference":
         import note_seq  # noqa: F401
-        FN = melody_dataset.reference_sequence_examples
+        FN = dataset.reference_sequence_examples
     else:
-        from transforms import melody_fast
-        melody_fast.warm_up()
-        FN = melody_dataset.sequence_examples
+        from melodyflow.transforms.melodies import extraction_compiled
+        extraction_compiled.warm_up()
+        FN = dataset.sequence_examples
         FN(WARM, SETTINGS)
     return 0
 
@@ -71,7 +68,7 @@ def examples(serialized):
 
 if __name__ == "__main__":
     from multiprocessing import Pool
-    from transforms.tfrecord import iter_records
+    from melodyflow.transforms.io.tfrecord import iter_records
     sequences = list(iter_records(open(source, "rb").read()))
     WARM = sequences[0]
     with Pool(workers, initializer=warm) as pool:
@@ -86,10 +83,10 @@ _JOB = r"""
 import json, shutil, sys, time
 started = time.perf_counter()
 data, config, workers, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-from transforms.dataset_pipeline import run_dataset_pipeline
-from transforms.melody_configs import get_config
-from transforms.melody_dataset import DatasetSettings, plan_dataset
-from transforms.runners import RunnerConfig
+from melodyflow.transforms.melodies.job import run_dataset_pipeline
+from melodyflow.transforms.melodies.configs import get_config
+from melodyflow.transforms.melodies.dataset import DatasetSettings, plan_dataset
+from melodyflow.transforms.beam.runners import RunnerConfig
 plan = plan_dataset(data, DatasetSettings(config=get_config(config)))
 result = run_dataset_pipeline(plan, RunnerConfig(workers=workers))
 wall = time.perf_counter() - started

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
 
 def _untrained_bundle(config: str, directory: str) -> str:
-    from models.bundle import export_bundle
-    from models.hparams import default_hparams
-    from models.model import build_model
-    from transforms.melody_configs import get_config
+    from melodyflow.models.bundles.bundle import export_bundle
+    from melodyflow.models.hparams import default_hparams
+    from melodyflow.models.network.melody_rnn import build_model
+    from melodyflow.transforms.melodies.configs import get_config
 
     cfg, hp = get_config(config), default_hparams(config)
     model = build_model(cfg.input_size, cfg.num_classes, hp)
@@ -41,8 +38,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=128)
     args = parser.parse_args()
 
-    from models.generate import GenerationOptions, load_generator
-    from transforms.primers import primer_from_events
+    from melodyflow.models.generation.sampling import GenerationOptions, load_generator
+    from melodyflow.models.generation.primers import primer_from_events
 
     primers = [primer_from_events([60 + (i % 5), -2, 62, -2, 64 + (i % 3), -2, -2, -1]) for i in range(args.primers)]
     rows = []

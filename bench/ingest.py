@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _harness as h  # noqa: E402
+import _harness as h
 
 # Per-file work of both pool runs; ``KIND`` picks the reference (note-seq) or melodyflow.
 _POOL = r"""
@@ -39,13 +36,13 @@ def warm(_=None):
     if kind == "reference":
         from note_seq import abc_parser, midi_io, musicxml_reader  # noqa: F401
     else:
-        from transforms.convert import preload_midi_reader, preload_readers
+        from melodyflow.transforms.ingest.convert import preload_midi_reader, preload_readers
         preload_readers()  # note-seq for ABC/MusicXML and the MIDI fallback
         preload_midi_reader()
     return os.getpid()
 
 def convert(rel):
-    from transforms.convert import content_hash, format_for_path, sequence_id, convert_file, SourceFormat
+    from melodyflow.transforms.ingest.convert import content_hash, format_for_path, sequence_id, convert_file, SourceFormat
     with open(os.path.join(corpus, rel), "rb") as fh:
         data = fh.read()
     digest = content_hash(data)
@@ -84,10 +81,10 @@ _JOB = r"""
 import hashlib, json, os, sys, tempfile, time
 started = time.perf_counter()
 corpus, workers, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-from transforms.batches import completed_batches, plan_ingest, read_sequences
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_pipeline import run_ingest_pipeline
-from transforms.runners import RunnerConfig
+from melodyflow.transforms.ingest.batches import completed_batches, plan_ingest, read_sequences
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.job import run_ingest_pipeline
+from melodyflow.transforms.beam.runners import RunnerConfig
 data = tempfile.mkdtemp(prefix="melodyflow-bench-data-")
 plan = plan_ingest(corpus, data, IngestSettings(collection="bench"))
 report = run_ingest_pipeline(plan, RunnerConfig(workers=workers))

@@ -15,18 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _harness as h
 
-import _harness as h  # noqa: E402
-
-sys.path.insert(0, h.ROOT)
-
-from transforms.convert import preload_readers  # noqa: E402
-from transforms.fork_server import ParserTemplate  # noqa: E402
-from transforms.isolation import IsolatedWorker, Limits, WorkerCrashed  # noqa: E402
+from melodyflow.transforms.ingest.convert import preload_readers  # noqa: E402
+from melodyflow.transforms.sandbox.fork_template import ParserTemplate  # noqa: E402
+from melodyflow.transforms.sandbox.isolated_worker import IsolatedWorker, Limits, WorkerCrashed  # noqa: E402
 
 
 def _timed_call(worker: IsolatedWorker) -> float:

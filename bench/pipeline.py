@@ -29,9 +29,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _harness as h  # noqa: E402
+import _harness as h
 
 REFERENCE_RUNNER = os.path.join(h.ROOT, "..", "shared", "tools", "magenta-reference", "run")
 
@@ -73,8 +71,7 @@ def magenta(corpus: str, venv: str, config: str, scratch: str) -> dict:
     wall_d, _ = _timed([python, REFERENCE_RUNNER, "magenta.models.melody_rnn.melody_rnn_create_dataset",
                         f"--config={config}", f"--input={ns}", f"--output_dir={os.path.join(out, 'seqex')}",
                         "--eval_ratio=0.0"])
-    sys.path.insert(0, h.ROOT)
-    from transforms.tfrecord import iter_records
+    from melodyflow.transforms.io.tfrecord import iter_records
 
     def count(path: str) -> int:
         with open(path, "rb") as fh:

@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 CONFIGS = ("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn")
 
 
 def _build_demo_datasets(root: str) -> None:
-    from transforms.batches import plan_ingest
-    from transforms.dataset_pipeline import run_dataset_pipeline
-    from transforms.demo_corpus import build_demo_corpus, default_cache_dir
-    from transforms.ingest_files import IngestSettings
-    from transforms.ingest_pipeline import run_ingest_pipeline
-    from transforms.melody_configs import get_config
-    from transforms.melody_dataset import DatasetSettings, plan_dataset
-    from transforms.runners import RunnerConfig
+    from melodyflow.transforms.ingest.batches import plan_ingest
+    from melodyflow.transforms.melodies.job import run_dataset_pipeline
+    from melodyflow.transforms.ingest.demo_corpus import build_demo_corpus, default_cache_dir
+    from melodyflow.transforms.ingest.files import IngestSettings
+    from melodyflow.transforms.ingest.job import run_ingest_pipeline
+    from melodyflow.transforms.melodies.configs import get_config
+    from melodyflow.transforms.melodies.dataset import DatasetSettings, plan_dataset
+    from melodyflow.transforms.beam.runners import RunnerConfig
 
     corpus = default_cache_dir()
     build_demo_corpus(corpus)
@@ -48,8 +45,8 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from models.hparams import default_hparams
-    from models.train import TrainSettings, train
+    from melodyflow.models.hparams import default_hparams
+    from melodyflow.models.training.loop import TrainSettings, train
 
     with tempfile.TemporaryDirectory() as tmp:
         data_root = args.data_root or os.path.join(tmp, "data")

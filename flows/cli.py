@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from transforms.melody_configs import CONFIGS  # light: note-seq is imported only when encoding
+from melodyflow.transforms.melodies.configs import CONFIGS  # light: note-seq is imported only when encoding
 
 CONFIG_NAMES = tuple(CONFIGS)
 
@@ -252,7 +252,7 @@ def _print_generation(index: dict) -> None:
 
 def _runner_options(args: argparse.Namespace) -> dict[str, str]:
     """Parse ``--runner-option`` and validate the runner settings before any flow run is created."""
-    from transforms.runners import RunnerConfig, parse_runner_options
+    from melodyflow.transforms.beam.runners import RunnerConfig, parse_runner_options
 
     options = parse_runner_options(args.runner_option)
     RunnerConfig(runner=args.runner, workers=args.workers or 1, options=options)
@@ -270,14 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_third_party_noise()
-    from models.bundle import BundleError
-    from transforms.melody_dataset import IncompleteDatasetError, NoInputError
-    from transforms.runners import RunnerConfigError
-    from transforms.storage import StorageError, redact
+    from melodyflow.models.bundles.bundle import BundleError
+    from melodyflow.transforms.melodies.dataset import IncompleteDatasetError, NoInputError
+    from melodyflow.transforms.beam.runners import RunnerConfigError
+    from melodyflow.transforms.io.storage import StorageError, redact
 
     try:
         if args.command == "demo-corpus":
-            from transforms.demo_corpus import build_demo_corpus, default_cache_dir
+            from melodyflow.transforms.ingest.demo_corpus import build_demo_corpus, default_cache_dir
 
             directory = args.directory or default_cache_dir()
             manifest = build_demo_corpus(directory, progress=lambda m: print(m, file=sys.stderr))
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                   lambda r: print(f"{r['files']} files in {r['directory']}"))
             return 0
         if args.command == "ingest":
-            from flows.ingest import ingest_corpus
+            from melodyflow.flows.ingest import ingest_corpus
 
             result = ingest_corpus(
                 source=args.source, data_root=args.data_root, workers=args.workers, runner=args.runner,
@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             _emit(args, result, _print_counts)
             return 0
         if args.command == "dataset":
-            from flows.dataset import build_melody_dataset
-            from transforms.melody_extraction import parse_transpose_range
+            from melodyflow.flows.dataset import build_melody_dataset
+            from melodyflow.transforms.melodies.extraction_reference import parse_transpose_range
 
             parse_transpose_range(args.transpose_range)
             runner_options = _runner_options(args)
@@ -308,11 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             _emit(args, result, _print_dataset)
             return 0
         if args.command == "train":
-            from flows.train import resolve_hparams, train_melody_model
+            from melodyflow.flows.train import resolve_hparams, train_melody_model
 
             resolve_hparams(args.config, args.preset, args.hparams)  # validate before starting a flow
             if args.resume:
-                from transforms import storage
+                from melodyflow.transforms.io import storage
 
                 if not storage.list_dir(storage.join(args.run_dir, "checkpoints")):
                     raise ValueError(f"--resume: {args.run_dir} has no checkpoints to resume from")
@@ -323,9 +323,9 @@ def main(argv: list[str] | None = None) -> int:
             _emit(args, result, _print_training)
             return 0
         if args.command == "generate":
-            from flows.generate import generate_melodies
-            from models.bundle import resolve_bundle
-            from models.generate import GenerationOptions
+            from melodyflow.flows.generate import generate_melodies
+            from melodyflow.models.bundles.bundle import resolve_bundle
+            from melodyflow.models.generation.sampling import GenerationOptions
 
             GenerationOptions(num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
                               beam_size=args.beam_size, branch_factor=args.branch_factor,
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             _emit(args, result, _print_generation)
             return 0
         if args.command == "run":
-            from flows.pipeline import melody_pipeline
+            from melodyflow.flows.pipeline import melody_pipeline
 
             result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
                                      config=args.config, num_training_steps=args.num_training_steps,

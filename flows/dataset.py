@@ -8,14 +8,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from flows.ingest import default_workers
-from flows.reporting import artifact_key, browser_url, dataset_charts_png, progress_reporter
-from transforms import storage
-from transforms.melody_configs import get_config
-from transforms.melody_dataset import (INFO, MARKER, STATS, DatasetPlan, DatasetSettings, plan_dataset,
+from melodyflow.flows.ingest import default_workers
+from melodyflow.flows.reporting import artifact_key, browser_url, dataset_charts_png, progress_reporter
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.melodies.configs import get_config
+from melodyflow.transforms.melodies.dataset import (INFO, MARKER, STATS, DatasetPlan, DatasetSettings, plan_dataset,
                                        read_marker)
-from transforms.melody_extraction import MelodySettings, parse_transpose_range
-from transforms.runners import RunnerConfig
+from melodyflow.transforms.melodies.extraction_reference import MelodySettings, parse_transpose_range
+from melodyflow.transforms.beam.runners import RunnerConfig
 
 
 @task(name="plan-melody-dataset", cache_policy=NONE)
@@ -29,7 +29,7 @@ def plan_task(data_root: str, settings: DatasetSettings) -> DatasetPlan:
 
 @task(name="extract-melodies-with-beam", cache_policy=NONE)
 def build_task(plan: DatasetPlan, runner: RunnerConfig) -> dict:
-    from transforms.dataset_pipeline import run_dataset_pipeline  # Beam import only when needed
+    from melodyflow.transforms.melodies.job import run_dataset_pipeline  # Beam import only when needed
 
     logger = get_run_logger()
     logger.info("Running the Beam dataset job on %s runner with %d worker(s)", runner.runner, runner.workers)

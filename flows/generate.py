@@ -9,9 +9,9 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from flows.reporting import browser_url
-from transforms import storage
-from transforms.convert import MIDI_EXTENSIONS
+from melodyflow.flows.reporting import browser_url
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.convert import MIDI_EXTENSIONS
 
 INDEX = "index.json"
 
@@ -38,9 +38,9 @@ def _seed_offset(primer_id: str) -> int:
 @task(name="generate-for-primer", cache_policy=NONE, task_run_name="generate-{primer_id}")
 def generate_task(primer_id: str, primer_url: str | None, events: list[int] | None, bundle: str, output: str,
                   options, qpm: float | None, continuation_only: bool) -> dict:
-    from models.generate import load_generator
-    from models.outputs import generate_for_primer, load_primer
-    from transforms.primers import PrimerError, primer_from_events
+    from melodyflow.models.generation.sampling import load_generator
+    from melodyflow.models.generation.outputs import generate_for_primer, load_primer
+    from melodyflow.models.generation.primers import PrimerError, primer_from_events
 
     logger = get_run_logger()
     generator = load_generator(bundle)  # once per process, shared by mapped tasks
@@ -82,9 +82,9 @@ def generate_melodies(
     continuation_only: bool = False,
 ) -> dict:
     """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle)."""
-    from models.bundle import resolve_bundle
-    from models.generate import GenerationOptions
-    from transforms.primers import primer_id
+    from melodyflow.models.bundles.bundle import resolve_bundle
+    from melodyflow.models.generation.sampling import GenerationOptions
+    from melodyflow.models.generation.primers import primer_id
 
     logger = get_run_logger()
     options = GenerationOptions(num_outputs=num_outputs, num_steps=num_steps, temperature=temperature,

@@ -9,11 +9,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.utilities.annotations import quote
 
-from flows.reporting import progress_reporter
-from transforms import storage
-from transforms.batches import IngestPlan, plan_ingest
-from transforms.ingest_files import IngestSettings
-from transforms.runners import RunnerConfig
+from melodyflow.flows.reporting import progress_reporter
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.batches import IngestPlan, plan_ingest
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.beam.runners import RunnerConfig
 
 
 def default_workers() -> int:
@@ -41,7 +41,7 @@ def plan_batch(source: str, data_root: str, settings: IngestSettings) -> IngestP
 
 @task(name="convert-files-with-beam", cache_policy=NONE)
 def convert_batch(plan: IngestPlan, runner: RunnerConfig) -> dict:
-    from transforms.ingest_pipeline import run_ingest_pipeline  # Beam import only when needed
+    from melodyflow.transforms.ingest.job import run_ingest_pipeline  # Beam import only when needed
 
     logger = get_run_logger()
     logger.info("Running the Beam ingestion job on %s runner with %d worker(s), %d shard(s) → %s",

@@ -12,11 +12,11 @@ import os
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows.dataset import build_melody_dataset
-from flows.generate import INDEX, generate_melodies
-from flows.ingest import ingest_corpus
-from flows.train import train_melody_model
-from transforms.demo_corpus import build_demo_corpus, default_cache_dir
+from melodyflow.flows.dataset import build_melody_dataset
+from melodyflow.flows.generate import INDEX, generate_melodies
+from melodyflow.flows.ingest import ingest_corpus
+from melodyflow.flows.train import train_melody_model
+from melodyflow.transforms.ingest.demo_corpus import build_demo_corpus, default_cache_dir
 
 DEFAULT_DATA_ROOT = "melodyflow-data"
 # Small enough to train in about a minute on two CPU cores, big enough to learn something.
@@ -30,9 +30,9 @@ DEMO_STEPS = 128
 @task(name="make-primers-from-corpus", cache_policy=NONE)
 def primers_task(source: str, directory: str, count: int = DEMO_PRIMERS) -> str:
     """Two-bar excerpts of the corpus' first MIDI files: primers that sound like the training data."""
-    from transforms import storage
-    from transforms.convert import MIDI_EXTENSIONS
-    from transforms.primers import PrimerError, excerpt_midi
+    from melodyflow.transforms.io import storage
+    from melodyflow.transforms.ingest.convert import MIDI_EXTENSIONS
+    from melodyflow.models.generation.primers import PrimerError, excerpt_midi
 
     made = 0
     for rel, _ in storage.walk_files(source):
@@ -69,8 +69,8 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
     ``primers`` (glob, directory or file) replaces the default primers cut from the corpus.
     """
-    from models.bundle import finished_bundle
-    from transforms import storage
+    from melodyflow.models.bundles.bundle import finished_bundle
+    from melodyflow.transforms.io import storage
 
     if source is None:
         source = demo_corpus_task(default_cache_dir())
@@ -78,7 +78,7 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     ingest = ingest_corpus(source=source, data_root=data_root, workers=workers)
     dataset = build_melody_dataset(data_root=data_root, config=config, workers=workers)
     fingerprint = dataset["info"]["fingerprint"]
-    from flows.train import resolve_hparams
+    from melodyflow.flows.train import resolve_hparams
 
     wanted = resolve_hparams(config, "magenta", hparams).to_dict()
     run_name = f"{config}-{fingerprint[:12]}"

@@ -7,12 +7,12 @@ from prefect.artifacts import (create_image_artifact, create_markdown_artifact, 
                                create_table_artifact, update_progress_artifact)
 from prefect.cache_policies import NONE
 
-from flows.reporting import artifact_key, browser_url, loss_curve_png
-from transforms import storage
+from melodyflow.flows.reporting import artifact_key, browser_url, loss_curve_png
+from melodyflow.transforms.io import storage
 
 
 def resolve_hparams(config: str, preset: str, overrides: str | None):
-    from models.hparams import debug_hparams, default_hparams
+    from melodyflow.models.hparams import debug_hparams, default_hparams
 
     base = debug_hparams(config) if preset == "debug" else default_hparams(config)
     return base.override(overrides)
@@ -20,7 +20,7 @@ def resolve_hparams(config: str, preset: str, overrides: str | None):
 
 @task(name="train-melody-rnn", cache_policy=NONE)
 def train_task(data_root: str, run_dir: str, settings, hparams) -> dict:
-    from models.train import train  # TensorFlow import only in the task that needs it
+    from melodyflow.models.training.loop import train  # TensorFlow import only in the task that needs it
 
     logger = get_run_logger()
     progress_id = create_progress_artifact(progress=0.0, key=artifact_key("training-progress", settings.config),
@@ -65,7 +65,7 @@ def train_melody_model(
 
     Resumes from RUN_DIR's latest checkpoint when there is one.
     """
-    from models.train import TrainSettings
+    from melodyflow.models.training.loop import TrainSettings
 
     settings = TrainSettings(config=config, num_training_steps=num_training_steps, eval_every=eval_every,
                              checkpoint_every=checkpoint_every or eval_every, keep_checkpoints=keep_checkpoints,

@@ -3,71 +3,21 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
 import uuid
 import warnings
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 # Before anything imports gcsfs: without it every gcsfs call stalls ~60 s against the emulator.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import midi_factory  # noqa: E402
+from support import emulator_executable, free_port, wait_for_port, write_corpus  # noqa: E402
 
 warnings.filterwarnings("ignore", module="pretty_midi")
 warnings.filterwarnings("ignore", module="pydub")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"GCS emulator did not open port {port} within {timeout} s")
-
-
-def emulator_executable() -> str:
-    return shutil.which("gcp-storage-emulator") or os.path.join(os.path.dirname(sys.executable),
-                                                                "gcp-storage-emulator")
-
-
-def snapshot(root: str, sub: str = "", fs=None) -> dict[str, bytes]:
-    """Every file under ``root`` (or ``root/sub``) for byte-exact comparison of two runs' outputs.
-
-    JSON reports lose their timing field, and every mention of ``root`` itself is neutralised, so two
-    runs into different roots compare equal when they wrote the same things. ``fs`` defaults to local.
-    """
-    import json
-
-    import fsspec
-
-    fs = fs or fsspec.filesystem("file")
-    fs.invalidate_cache()
-    bare = str(root).split("://", 1)[-1].rstrip("/")
-    out = {}
-    for path in sorted(fs.find(f"{bare}/{sub}" if sub else bare)):
-        data = fs.cat_file(path)
-        if path.rsplit("/", 1)[-1] in ("report.json", "info.json"):
-            doc = json.loads(data)
-            doc.pop("elapsed_s", None)
-            data = json.dumps(doc, sort_keys=True).encode()
-        out[path[len(bare):].lstrip("/")] = data.replace(str(root).encode(), b"<ROOT>")
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -110,14 +60,6 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
-
-
-def write_corpus(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
 
 
 @pytest.fixture

@@ -7,17 +7,14 @@ afford several random kill points per job.
 
 from __future__ import annotations
 
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def ingest(source: str, data_root: str) -> None:
-    from transforms.batches import plan_ingest
-    from transforms.ingest_files import IngestSettings
-    from transforms.ingest_pipeline import run_ingest_pipeline
-    from transforms.runners import RunnerConfig
+    from melodyflow.transforms.ingest.batches import plan_ingest
+    from melodyflow.transforms.ingest.files import IngestSettings
+    from melodyflow.transforms.ingest.job import run_ingest_pipeline
+    from melodyflow.transforms.beam.runners import RunnerConfig
 
     plan = plan_ingest(source, data_root, IngestSettings(collection="corpus", files_per_shard=40))
     if not plan.is_empty:
@@ -25,10 +22,10 @@ def ingest(source: str, data_root: str) -> None:
 
 
 def dataset(data_root: str) -> None:
-    from transforms.dataset_pipeline import run_dataset_pipeline
-    from transforms.melody_configs import get_config
-    from transforms.melody_dataset import DatasetSettings, plan_dataset
-    from transforms.runners import RunnerConfig
+    from melodyflow.transforms.melodies.job import run_dataset_pipeline
+    from melodyflow.transforms.melodies.configs import get_config
+    from melodyflow.transforms.melodies.dataset import DatasetSettings, plan_dataset
+    from melodyflow.transforms.beam.runners import RunnerConfig
 
     settings = DatasetSettings(config=get_config("basic_rnn"), examples_per_shard=40)
     run_dataset_pipeline(plan_dataset(data_root, settings), RunnerConfig(workers=1))

@@ -3,7 +3,7 @@ import pytest
 from note_seq import midi_io
 
 import midi_factory
-from transforms.convert import (ConversionError, SourceFormat, content_hash, convert_file,
+from melodyflow.transforms.ingest.convert import (ConversionError, SourceFormat, content_hash, convert_file,
                                 format_for_path)
 
 

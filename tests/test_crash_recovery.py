@@ -15,9 +15,9 @@ import pytest
 
 import crash_jobs
 import midi_factory
-from conftest import snapshot, write_corpus
-from transforms.batches import completed_batches
-from transforms.melody_dataset import IncompleteDatasetError, open_dataset
+from support import snapshot, write_corpus
+from melodyflow.transforms.ingest.batches import completed_batches
+from melodyflow.transforms.melodies.dataset import IncompleteDatasetError, open_dataset
 
 pytestmark = pytest.mark.slow
 SEEDS = [int(s) for s in os.environ.get("MELODYFLOW_CRASH_SEEDS", "11,22,33").split(",")]

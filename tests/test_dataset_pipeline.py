@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 
 import midi_factory
-from conftest import write_corpus
-from transforms import storage
-from transforms.batches import completed_batches, plan_ingest, read_sequences
-from transforms.dataset_pipeline import run_dataset_pipeline
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_pipeline import run_ingest_pipeline
-from transforms.melody_configs import get_config
-from transforms.melody_extraction import MelodySettings
-from transforms.melody_dataset import (IncompleteDatasetError, NoInputError, DatasetSettings, open_dataset,
+from support import write_corpus
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.batches import completed_batches, plan_ingest, read_sequences
+from melodyflow.transforms.melodies.job import run_dataset_pipeline
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.job import run_ingest_pipeline
+from melodyflow.transforms.melodies.configs import get_config
+from melodyflow.transforms.melodies.extraction_reference import MelodySettings
+from melodyflow.transforms.melodies.dataset import (IncompleteDatasetError, NoInputError, DatasetSettings, open_dataset,
                                        plan_dataset, reference_sequence_examples)
-from transforms.runners import RunnerConfig
-from transforms.tfrecord import iter_records
+from melodyflow.transforms.beam.runners import RunnerConfig
+from melodyflow.transforms.io.tfrecord import iter_records
 
 pytestmark = pytest.mark.slow
 
@@ -138,13 +138,13 @@ def test_ingestion_and_dataset_jobs_never_import_tensorflow(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(4)})
     script = f"""
 import sys
-from transforms.batches import plan_ingest
-from transforms.dataset_pipeline import run_dataset_pipeline
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_pipeline import run_ingest_pipeline
-from transforms.melody_configs import get_config
-from transforms.melody_dataset import DatasetSettings, plan_dataset
-from transforms.runners import RunnerConfig
+from melodyflow.transforms.ingest.batches import plan_ingest
+from melodyflow.transforms.melodies.job import run_dataset_pipeline
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.job import run_ingest_pipeline
+from melodyflow.transforms.melodies.configs import get_config
+from melodyflow.transforms.melodies.dataset import DatasetSettings, plan_dataset
+from melodyflow.transforms.beam.runners import RunnerConfig
 run_ingest_pipeline(plan_ingest({str(corpus)!r}, {str(tmp_path / 'data')!r}, IngestSettings(collection="c")),
                     RunnerConfig(workers=1))
 result = run_dataset_pipeline(plan_dataset({str(tmp_path / 'data')!r}, DatasetSettings(config=get_config("basic_rnn"))),

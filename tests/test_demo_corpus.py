@@ -2,7 +2,7 @@ import json
 
 import note_seq
 
-from transforms.demo_corpus import MANIFEST_NAME, DemoCorpusSpec, build_demo_corpus
+from melodyflow.transforms.ingest.demo_corpus import MANIFEST_NAME, DemoCorpusSpec, build_demo_corpus
 
 SMALL = DemoCorpusSpec(essen_per_book=1, oneills_per_book=1, chorales=2)
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import midi_factory
-from conftest import free_port, write_corpus
+from support import free_port, write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

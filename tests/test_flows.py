@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from flows.cli import build_parser, main
-from flows.ingest import collection_name, ingest_corpus
+from melodyflow.flows.cli import build_parser, main
+from melodyflow.flows.ingest import collection_name, ingest_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +79,8 @@ def test_collection_name_is_the_source_basename():
 
 def test_dataset_flow_and_cli_publish_counters_and_charts(prefect_harness, tmp_path, capsys):
     import midi_factory
-    from conftest import write_corpus
-    from flows.dataset import build_melody_dataset
+    from support import write_corpus
+    from melodyflow.flows.dataset import build_melody_dataset
 
     corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(10)})
     data = str(tmp_path / "data")
@@ -110,8 +110,8 @@ def test_dataset_flow_and_cli_publish_counters_and_charts(prefect_harness, tmp_p
 
 def test_train_flow_reports_progress_metrics_curve_and_bundle(prefect_harness, tmp_path, capsys):
     import midi_factory
-    from conftest import write_corpus
-    from flows.train import train_melody_model
+    from support import write_corpus
+    from melodyflow.flows.train import train_melody_model
 
     corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(12)})
     data, run = str(tmp_path / "data"), str(tmp_path / "run")
@@ -144,8 +144,8 @@ def test_train_flow_reports_progress_metrics_curve_and_bundle(prefect_harness, t
 
 def test_pipeline_runs_every_stage_then_skips_them_all(prefect_harness, tmp_path):
     import midi_factory
-    from conftest import write_corpus
-    from flows.pipeline import melody_pipeline
+    from support import write_corpus
+    from melodyflow.flows.pipeline import melody_pipeline
 
     corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(10)})
     kwargs = dict(source=str(corpus), data_root=str(tmp_path / "data"), workers=1, num_training_steps=8,

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from transforms import fork_server
-from transforms.fork_server import ParserTemplate, TemplateUnavailable, fork_child
-from transforms.isolation import CallTimedOut, IsolatedWorker, Limits, RemoteError, WorkerCrashed
+from melodyflow.transforms.sandbox import fork_template
+from melodyflow.transforms.sandbox.fork_template import ParserTemplate, TemplateUnavailable, fork_child
+from melodyflow.transforms.sandbox.isolated_worker import CallTimedOut, IsolatedWorker, Limits, RemoteError, WorkerCrashed
 
-pytestmark = pytest.mark.skipif(not fork_server.SUPPORTED, reason="parser templates need Linux")
+pytestmark = pytest.mark.skipif(not fork_template.SUPPORTED, reason="parser templates need Linux")
 
 
 def _mark_template_prepared():
@@ -145,14 +145,13 @@ def test_the_template_serves_only_its_own_user():
 def test_a_killed_driver_takes_its_template_along(tmp_path):
     driver = textwrap.dedent("""
         import os, sys
-        from transforms.fork_server import ParserTemplate, fork_child
+        from melodyflow.transforms.sandbox.fork_template import ParserTemplate, fork_child
         template = ParserTemplate(start_now=True).__enter__()
         child, channel = fork_child(template.address, 512)
         print(template._proc.pid, child.pid, template.address.lstrip("\\0"), flush=True)
         os.kill(os.getpid(), 9)
     """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=120)
     template_pid, child_pid, name = out.stdout.split()
     assert _gone(int(template_pid)) and _gone(int(child_pid))
     with pytest.raises(TemplateUnavailable):  # an abstract socket leaves nothing behind
@@ -162,15 +161,15 @@ def test_a_killed_driver_takes_its_template_along(tmp_path):
 @pytest.mark.parametrize("with_scores", [True, False], ids=["abc_and_midi", "small_midi_only"])
 def test_ingestion_forks_its_parsers_from_one_template_only_when_needed(tmp_path, monkeypatch, with_scores):
     import midi_factory
-    from conftest import write_corpus
-    from transforms import isolation
-    from transforms.batches import plan_ingest
-    from transforms.ingest_files import IngestSettings
-    from transforms.ingest_pipeline import run_ingest_pipeline
-    from transforms.runners import RunnerConfig
+    from support import write_corpus
+    from melodyflow.transforms.sandbox import isolated_worker
+    from melodyflow.transforms.ingest.batches import plan_ingest
+    from melodyflow.transforms.ingest.files import IngestSettings
+    from melodyflow.transforms.ingest.job import run_ingest_pipeline
+    from melodyflow.transforms.beam.runners import RunnerConfig
 
     forks, templates = [], []
-    real_fork_child, real_enter = isolation.fork_child, ParserTemplate.__enter__
+    real_fork_child, real_enter = isolated_worker.fork_child, ParserTemplate.__enter__
 
     def counting_fork_child(*args, **kwargs):  # one worker runs in this process: count its requests
         forks.append(real_fork_child(*args, **kwargs))
@@ -180,7 +179,7 @@ def test_ingestion_forks_its_parsers_from_one_template_only_when_needed(tmp_path
         templates.append(self)
         return real_enter(self)
 
-    monkeypatch.setattr(isolation, "fork_child", counting_fork_child)
+    monkeypatch.setattr(isolated_worker, "fork_child", counting_fork_child)
     monkeypatch.setattr(ParserTemplate, "__enter__", recording_enter)
     files = {f"t{i}.mid": midi_factory.random_midi(i) for i in range(3)}
     if with_scores:

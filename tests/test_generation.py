@@ -10,13 +10,13 @@ import pytest
 from note_seq.protobuf import music_pb2
 
 import midi_factory
-from conftest import write_corpus
-from flows.generate import generate_melodies
-from models.generate import GenerationError, GenerationOptions, load_generator
-from models.hparams import debug_hparams
-from models.train import TrainSettings, train
-from transforms import storage
-from transforms.primers import PrimerError, primer_from_events, primer_from_midi, primer_id
+from support import write_corpus
+from melodyflow.flows.generate import generate_melodies
+from melodyflow.models.generation.sampling import GenerationError, GenerationOptions, load_generator
+from melodyflow.models.hparams import debug_hparams
+from melodyflow.models.training.loop import TrainSettings, train
+from melodyflow.transforms.io import storage
+from melodyflow.models.generation.primers import PrimerError, primer_from_events, primer_from_midi, primer_id
 
 pytestmark = pytest.mark.slow
 

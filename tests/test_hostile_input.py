@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import midi_factory
-from conftest import write_corpus
-from transforms.batches import plan_ingest
-from transforms.convert import ConversionError, SourceFormat, convert_file
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_pipeline import run_ingest_pipeline
-from transforms.isolation import IsolatedCallError, IsolatedWorker, Limits
-from transforms.runners import RunnerConfig
+from support import write_corpus
+from melodyflow.transforms.ingest.batches import plan_ingest
+from melodyflow.transforms.ingest.convert import ConversionError, SourceFormat, convert_file
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.job import run_ingest_pipeline
+from melodyflow.transforms.sandbox.isolated_worker import IsolatedCallError, IsolatedWorker, Limits
+from melodyflow.transforms.beam.runners import RunnerConfig
 
 VALID = midi_factory.random_midi(3, tracks=2, notes_per_track=20)
 # CI runs a bounded fuzz; MELODYFLOW_FUZZ_EXAMPLES=5000 runs a long one.
@@ -131,7 +131,7 @@ def test_ingestion_survives_every_kind_of_hostile_file(tmp_path):
 def test_note_scan_counts_what_the_midi_library_counts(data):
     import mido
 
-    from transforms.midi_scan import scan_note_ons
+    from melodyflow.transforms.midi.scan import scan_note_ons
 
     midi = mido.MidiFile(file=io.BytesIO(data))
     expected = sum(1 for track in midi.tracks for m in track if m.type == "note_on" and m.velocity > 0)
@@ -139,7 +139,7 @@ def test_note_scan_counts_what_the_midi_library_counts(data):
 
 
 def test_note_scan_stops_at_the_limit_and_leaves_garbage_to_the_parser():
-    from transforms.midi_scan import count_note_ons, scan_note_ons
+    from melodyflow.transforms.midi.scan import count_note_ons, scan_note_ons
 
     huge = midi_factory.huge_file()
     started = time.monotonic()
@@ -166,7 +166,7 @@ def test_melody_extraction_survives_hostile_sequences(notes, tempos, time_signat
     every sequence is read and counted, none raises."""
     from note_seq.protobuf import music_pb2
 
-    from transforms.melody_extraction import MelodySettings, sequence_to_melodies
+    from melodyflow.transforms.melodies.extraction_reference import MelodySettings, sequence_to_melodies
 
     seq = music_pb2.NoteSequence(ticks_per_quarter=220)
     for pitch, start, duration, instrument, drum, velocity in notes:
@@ -184,7 +184,7 @@ def test_melody_extraction_survives_hostile_sequences(notes, tempos, time_signat
 def test_oversized_sequences_are_refused_before_quantizing():
     from note_seq.protobuf import music_pb2
 
-    from transforms.melody_extraction import MelodySettings, sequence_to_melodies
+    from melodyflow.transforms.melodies.extraction_reference import MelodySettings, sequence_to_melodies
 
     days = music_pb2.NoteSequence(ticks_per_quarter=220, total_time=3e5)
     days.notes.add(pitch=60, start_time=0, end_time=1, velocity=80)

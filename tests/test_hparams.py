@@ -1,6 +1,6 @@
 import pytest
 
-from models.hparams import HParams, HParamsError, debug_hparams, default_hparams, parse_hparams
+from melodyflow.models.hparams import HParams, HParamsError, debug_hparams, default_hparams, parse_hparams
 
 
 def test_magenta_defaults_per_config():

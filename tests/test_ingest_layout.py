@@ -9,9 +9,9 @@ import random
 import numpy as np
 import pytest
 
-from transforms.ingest_files import FirstCopies, first_copies, mark_duplicates, merge_first_copies
-from transforms.ingest_pipeline import CHUNK_FILES, ChunkLayout
-from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
+from melodyflow.transforms.ingest.files import FirstCopies, first_copies, mark_duplicates, merge_first_copies
+from melodyflow.transforms.ingest.job import CHUNK_FILES, ChunkLayout
+from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
 
 
 @pytest.mark.parametrize("num_files,num_shards", [(0, 1), (1, 1), (63, 1), (64, 1), (65, 1), (129, 2),

@@ -15,13 +15,13 @@ import pytest
 from note_seq import midi_io
 
 import midi_factory
-from conftest import write_corpus
-from transforms import storage
-from transforms.batches import (IncompleteBatchError, completed_batches, open_batch, plan_ingest,
+from support import write_corpus
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.batches import (IncompleteBatchError, completed_batches, open_batch, plan_ingest,
                                 read_sequences)
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_pipeline import build_ingest_pipeline, run_ingest_pipeline
-from transforms.runners import RunnerConfig
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.job import build_ingest_pipeline, run_ingest_pipeline
+from melodyflow.transforms.beam.runners import RunnerConfig
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +146,7 @@ def test_sigkill_during_ingest_then_rerun_loses_and_duplicates_nothing(tmp_path)
     corpus = write_corpus(tmp_path / "corpus", {f"t{i:03d}.mid": midi_factory.random_midi(i, tracks=3, notes_per_track=300)
                                                 for i in range(120)})
     data = tmp_path / "data"
-    cmd = [sys.executable, "-m", "flows.cli", "ingest", str(corpus), str(data), "--workers", "1", "--json"]
+    cmd = [sys.executable, "-m", "melodyflow.flows.cli", "ingest", str(corpus), str(data), "--workers", "1", "--json"]
     env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from transforms.isolation import CallTimedOut, IsolatedWorker, Limits, RemoteError, WorkerCrashed
+from melodyflow.transforms.sandbox.isolated_worker import CallTimedOut, IsolatedWorker, Limits, RemoteError, WorkerCrashed
 
 
 def _sleep(seconds):

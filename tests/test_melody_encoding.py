@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from sequences import add_notes, new_sequence, scale_run
-from transforms import example_proto
-from transforms.melody_configs import CONFIGS, MelodyConfig, get_config
-from transforms.melody_encoding import (FORMATS, EncodingError, compact_codes, encode_events, encode_melody,
+from melodyflow.transforms.io import example_wire
+from melodyflow.transforms.melodies.configs import CONFIGS, MelodyConfig, get_config
+from melodyflow.transforms.melodies.encoding import (FORMATS, EncodingError, compact_codes, encode_events, encode_melody,
                                        expand_compact, to_record)
-from transforms.melody_extraction import MelodySettings, sequence_to_melodies
+from melodyflow.transforms.melodies.extraction_reference import MelodySettings, sequence_to_melodies
 
 SIZES = {"basic_rnn": (38, 38), "mono_rnn": (130, 130), "lookback_rnn": (121, 40), "attention_rnn": (74, 40)}
 
@@ -78,7 +78,7 @@ def test_records_parse_in_tensorflow_as_magenta_builds_them(name):
 
 def test_negative_int64_and_empty_lists_encode_like_protobuf():
     tf = pytest.importorskip("tensorflow")
-    parsed = tf.train.Example.FromString(example_proto.example({"a": [0, 1, 300, -5, 2**62], "b": []}))
+    parsed = tf.train.Example.FromString(example_wire.example({"a": [0, 1, 300, -5, 2**62], "b": []}))
     assert list(parsed.features.feature["a"].int64_list.value) == [0, 1, 300, -5, 2**62]
     assert list(parsed.features.feature["b"].int64_list.value) == []
 
@@ -223,7 +223,7 @@ def note_seq_melody(events):
 def test_fast_encoder_constants_are_note_seqs():
     from note_seq import constants, encoder_decoder
 
-    from transforms import melody_encoding_fast as fast
+    from melodyflow.transforms.melodies import encoding_compiled as fast
 
     assert [list(k) for k in fast.NOTE_KEYS] == constants.NOTE_KEYS
     assert list(fast.LOOKBACK_DISTANCES) == encoder_decoder.DEFAULT_LOOKBACK_DISTANCES
@@ -240,8 +240,8 @@ def test_label_entries_match_the_scalar_encoder_for_any_int64():
         labels = [rng.choice([rng.randrange(128), rng.randrange(1 << 14), rng.randrange(1 << 40),
                               rng.randrange(-2**63, 0), 2**63 - 1, 0])
                   for _ in range(rng.choice([0, 1, 7, 120]))]
-        expected = b"".join(example_proto._field(1, example_proto._int64_feature([v])) for v in labels)
-        assert example_proto._label_entries(np.array(labels, dtype=np.int64)) == expected
+        expected = b"".join(example_wire._field(1, example_wire._int64_feature([v])) for v in labels)
+        assert example_wire._label_entries(np.array(labels, dtype=np.int64)) == expected
 
 
 def test_vectorized_varints_match_the_scalar_encoder():
@@ -250,8 +250,8 @@ def test_vectorized_varints_match_the_scalar_encoder():
         values = [rng.choice([rng.randrange(128), rng.randrange(1 << 14), rng.randrange(1 << 35),
                               rng.randrange(-300, 0), rng.randrange(-2**63, 2**63), 2**63 - 1, -2**63, 0])
                   for _ in range(rng.choice([0, 1, 3, 50]))]
-        packed = example_proto.packed_varints(np.array(values, dtype=np.int64))
-        assert packed == b"".join(example_proto._varint(v) for v in values)
+        packed = example_wire.packed_varints(np.array(values, dtype=np.int64))
+        assert packed == b"".join(example_wire._varint(v) for v in values)
         features = {"b": values, "a": values[:2], "empty": [], "k" * 150: values}
-        assert example_proto.example_packed({k: example_proto.packed_varints(np.array(v, dtype=np.int64))
-                                             for k, v in features.items()}) == example_proto.example(features)
+        assert example_wire.example_packed({k: example_wire.packed_varints(np.array(v, dtype=np.int64))
+                                             for k, v in features.items()}) == example_wire.example(features)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sequences import BAR, STEP, add_notes, new_sequence, scale_run
-from transforms.melody_extraction import MelodySettings, parse_transpose_range, sequence_to_melodies
+from melodyflow.transforms.melodies.extraction_reference import MelodySettings, parse_transpose_range, sequence_to_melodies
 
 DEFAULT = MelodySettings()
 

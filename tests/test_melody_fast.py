@@ -14,9 +14,9 @@ from note_seq import sequences_lib
 from note_seq.protobuf import music_pb2
 
 from sequences import BAR, STEP, add_notes, new_sequence, scale_run
-from transforms import melody_fast
-from transforms.melody_extraction import MelodySettings, sequence_to_melodies
-from transforms.melody_fast import FastMelody, fast_sequence_to_melodies
+from melodyflow.transforms.melodies import extraction_compiled
+from melodyflow.transforms.melodies.extraction_reference import MelodySettings, sequence_to_melodies
+from melodyflow.transforms.melodies.extraction_compiled import FastMelody, fast_sequence_to_melodies
 
 SETTINGS = [
     MelodySettings(),
@@ -70,13 +70,13 @@ def _assert_same(seq, settings):
 def fallbacks(monkeypatch):
     """Counts the sequences handed to the reference."""
     calls = []
-    original = melody_fast.from_reference
+    original = extraction_compiled.from_reference
 
     def counting(seq, settings):
         calls.append(seq)
         return original(seq, settings)
 
-    monkeypatch.setattr(melody_fast, "from_reference", counting)
+    monkeypatch.setattr(extraction_compiled, "from_reference", counting)
     return calls
 
 
@@ -340,8 +340,8 @@ def test_wire_reader_agrees_with_attribute_access():
             if rng.random() < 0.05:
                 note.instrument = rng.randrange(1000)
         data = seq.SerializeToString()
-        wire = melody_fast._notes_from_wire(data, len(seq.notes))
-        attributes = melody_fast._notes_by_attribute(seq.notes)
+        wire = extraction_compiled._notes_from_wire(data, len(seq.notes))
+        attributes = extraction_compiled._notes_by_attribute(seq.notes)
         assert wire is not None
         for got, want in zip(wire, attributes):
             assert got.tolist() == want.tolist()

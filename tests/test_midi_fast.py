@@ -17,7 +17,7 @@ import pytest
 
 import midi_factory
 from midi_factory import vlq
-from transforms.midi_fast import midi_to_sequence_bytes
+from melodyflow.transforms.midi.compiled_reader import midi_to_sequence_bytes
 
 FUZZ = int(os.environ.get("MELODYFLOW_FUZZ_EXAMPLES", "300"))
 

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from flows.cli import build_parser
+from melodyflow.flows.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 import midi_factory
-from conftest import write_corpus
-from transforms.batches import plan_ingest
-from transforms.dataset_pipeline import run_dataset_pipeline
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_pipeline import run_ingest_pipeline
-from transforms.melody_configs import get_config
-from transforms.melody_dataset import DatasetSettings, plan_dataset
-from transforms.runners import RunnerConfig, RunnerConfigError, parse_runner_options
+from support import write_corpus
+from melodyflow.transforms.ingest.batches import plan_ingest
+from melodyflow.transforms.melodies.job import run_dataset_pipeline
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.job import run_ingest_pipeline
+from melodyflow.transforms.melodies.configs import get_config
+from melodyflow.transforms.melodies.dataset import DatasetSettings, plan_dataset
+from melodyflow.transforms.beam.runners import RunnerConfig, RunnerConfigError, parse_runner_options
 
 
 def _build(source, data_root, runner: RunnerConfig):

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import midi_factory
-from conftest import write_corpus
+from support import write_corpus
 
 pytestmark = pytest.mark.slow
-CLI = [sys.executable, "-m", "flows.cli"]
+CLI = [sys.executable, "-m", "melodyflow.flows.cli"]
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -134,7 +134,7 @@ def test_fake_credentials_never_reach_logs_reports_artifacts_or_errors(tmp_path,
     assert failed.returncode != 0
     assert b"storage failure, nothing was published: listing gs://" in failed.stderr, failed.stderr[-3000:]
 
-    from transforms import storage
+    from melodyflow.transforms.io import storage
 
     fs = storage.filesystem(data)
     fs.invalidate_cache()

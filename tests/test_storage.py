@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from transforms import storage
+from melodyflow.transforms.io import storage
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -71,7 +71,7 @@ def test_failing_io_is_retried_then_names_the_url():
 
 
 def test_progress_watcher_sums_worker_reports(tmp_path):
-    from transforms.progress import ProgressWatcher, report
+    from melodyflow.transforms.beam.progress import ProgressWatcher, report
 
     seen = []
     with ProgressWatcher(str(tmp_path / "_progress"), 10, lambda d, t: seen.append((d, t)), every_s=0.05):

@@ -15,7 +15,7 @@ import pytest
 
 import crash_jobs
 import midi_factory
-from conftest import emulator_executable, free_port, snapshot, wait_for_port
+from support import emulator_executable, free_port, snapshot, wait_for_port
 from fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.slow

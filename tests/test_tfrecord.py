@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from transforms.tfrecord import (CorruptRecordError, encode_records, encode_records_in_pieces, iter_records,
+from melodyflow.transforms.io.tfrecord import (CorruptRecordError, encode_records, encode_records_in_pieces, iter_records,
                                 iter_records_from_blocks)
 
 

@@ -13,19 +13,19 @@ import numpy as np
 import pytest
 
 import midi_factory
-from conftest import write_corpus
-from models.bundle import BundleError, load_bundle, resolve_bundle
-from models.data import make_dataset
-from models.hparams import debug_hparams
-from models.train import DivergenceError, TrainSettings, train
-from transforms import storage
-from transforms.batches import plan_ingest
-from transforms.dataset_pipeline import run_dataset_pipeline
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_pipeline import run_ingest_pipeline
-from transforms.melody_configs import get_config
-from transforms.melody_dataset import DatasetSettings, open_dataset, plan_dataset
-from transforms.runners import RunnerConfig
+from support import write_corpus
+from melodyflow.models.bundles.bundle import BundleError, load_bundle, resolve_bundle
+from melodyflow.models.training.input_pipeline import make_dataset
+from melodyflow.models.hparams import debug_hparams
+from melodyflow.models.training.loop import DivergenceError, TrainSettings, train
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.batches import plan_ingest
+from melodyflow.transforms.melodies.job import run_dataset_pipeline
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.job import run_ingest_pipeline
+from melodyflow.transforms.melodies.configs import get_config
+from melodyflow.transforms.melodies.dataset import DatasetSettings, open_dataset, plan_dataset
+from melodyflow.transforms.beam.runners import RunnerConfig
 
 pytestmark = pytest.mark.slow
 CONFIGS = ("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn")
@@ -128,7 +128,7 @@ def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_result(da
     rng = random.Random(seed)
     wait_for = rng.choice([10, 20, 30, 40])
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "flows.cli", "train", data_root, str(run), "--preset", "debug",
+    cmd = [sys.executable, "-m", "melodyflow.flows.cli", "train", data_root, str(run), "--preset", "debug",
            "--hparams", '{"dropout_keep_prob": 0.5}', "--num-training-steps", "100000", "--eval-every", "10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300

@@ -3,8 +3,8 @@ workers, and the same order on every run."""
 
 from __future__ import annotations
 
-from transforms.ingest_pipeline import ChunkLayout
-from transforms.work_order import spread
+from melodyflow.transforms.ingest.job import ChunkLayout
+from melodyflow.transforms.beam.work_order import spread
 
 
 def _costly_chunk_positions(order: list[int], costly: set[int]) -> list[int]:

@@ -43,7 +43,7 @@ def music21_corpus_dir() -> str:
 
 
 def default_cache_dir() -> str:
-    from transforms.storage import cache_dir
+    from melodyflow.transforms.io.storage import cache_dir
 
     return cache_dir(f"demo-corpus-v{DEMO_CORPUS_VERSION}")
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from transforms import storage
-from transforms.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_files,
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_files,
                                 convert_midi_fast, convert_request, format_for_path, preload_midi_reader)
-from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
-from transforms.isolation import IsolatedCallError, IsolatedWorker, Limits, RemoteError
-from transforms.midi_scan import count_note_ons
+from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
+from melodyflow.transforms.sandbox.isolated_worker import IsolatedCallError, IsolatedWorker, Limits, RemoteError
+from melodyflow.transforms.midi.scan import count_note_ons
 
 
 @dataclass(frozen=True)

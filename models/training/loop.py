@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from models.hparams import HParams
-from transforms import storage
+from melodyflow.models.hparams import HParams
+from melodyflow.transforms.io import storage
 
 CHECKPOINTS = "checkpoints"
 
@@ -75,7 +75,7 @@ def choose_strategy():
 
 
 def _no_event_label(info: dict) -> int:
-    from transforms.melody_configs import get_config
+    from melodyflow.transforms.melodies.configs import get_config
 
     return int(get_config(info["config"]).encoder_decoder.default_event_label)
 
@@ -89,11 +89,11 @@ def train(data_root: str, run_dir: str, settings: TrainSettings, hparams: HParam
     """
     import tensorflow as tf
 
-    from models.bundle import export_bundle
-    from models.data import make_dataset, stage_locally
-    from models.model import build_model, masked_metrics, summarize_metrics
-    from models.run_dir import RunDir
-    from transforms.melody_dataset import open_dataset
+    from melodyflow.models.bundles.bundle import export_bundle
+    from melodyflow.models.training.input_pipeline import make_dataset, stage_locally
+    from melodyflow.models.network.melody_rnn import build_model, masked_metrics, summarize_metrics
+    from melodyflow.models.training.run_dir import RunDir
+    from melodyflow.transforms.melodies.dataset import open_dataset
 
     started = time.monotonic()
     info = open_dataset(data_root, settings.config)

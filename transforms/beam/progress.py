@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable
 
-from transforms import storage
+from melodyflow.transforms.io import storage
 
 PROGRESS_DIR = "_progress"
 

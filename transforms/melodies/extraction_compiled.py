@@ -1,4 +1,4 @@
-"""A fast twin of ``melody_extraction.sequence_to_melodies``: same melodies, same counters, no proto copies.
+"""A fast twin of ``extraction_reference.sequence_to_melodies``: same melodies, same counters, no proto copies.
 
 Why: the reference spends nearly all its time in note-seq's proto plumbing (a deep copy per subsequence,
 quantization on proto fields, a re-filter and re-sort of the notes for every ``from_quantized_sequence``),
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from transforms.melody_extraction import MelodySettings, _histogram_bucket, sequence_to_melodies
+from melodyflow.transforms.melodies.extraction_reference import MelodySettings, _histogram_bucket, sequence_to_melodies
 
 MELODY_NOTE_OFF = -1
 MELODY_NO_EVENT = -2

@@ -11,8 +11,8 @@ import os
 import re
 import tempfile
 
-from models.hparams import HParams
-from transforms import storage
+from melodyflow.models.hparams import HParams
+from melodyflow.transforms.io import storage
 
 BUNDLES = "bundles"
 LATEST = "LATEST"
@@ -63,7 +63,7 @@ def resolve_bundle(bundle_or_run_dir: str) -> str:
 
 def load_bundle(bundle_or_run_dir: str):
     """``(keras model with weights, metadata)``."""
-    from models.model import build_model
+    from melodyflow.models.network.melody_rnn import build_model
 
     url = resolve_bundle(bundle_or_run_dir)
     meta = json.loads(storage.read_text(storage.join(url, METADATA)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from models.hparams import HParams
+from melodyflow.models.hparams import HParams
 
 
 @keras.saving.register_keras_serializable(package="melodyflow")

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from transforms import storage
-from transforms.batches import CompletedBatch, completed_batches
-from transforms.melody_configs import MelodyConfig
-from transforms.melody_encoding import FORMATS, encode_events, encode_melody, to_record
-from transforms.melody_extraction import COUNTERS, MelodySettings, sequence_to_melodies
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.batches import CompletedBatch, completed_batches
+from melodyflow.transforms.melodies.configs import MelodyConfig
+from melodyflow.transforms.melodies.encoding import FORMATS, encode_events, encode_melody, to_record
+from melodyflow.transforms.melodies.extraction_reference import COUNTERS, MelodySettings, sequence_to_melodies
 
 MELODIES_DIR = "melodies"
 SPLITS = ("train", "eval")
@@ -87,7 +87,7 @@ def sequence_examples(serialized: bytes, settings: DatasetSettings):
     """
     from note_seq.protobuf.music_pb2 import NoteSequence
 
-    from transforms.melody_fast import fast_sequence_to_melodies
+    from melodyflow.transforms.melodies.extraction_compiled import fast_sequence_to_melodies
 
     sequence = NoteSequence.FromString(serialized)
     split = split_of(sequence.id, settings.eval_ratio)

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import progress, storage
-from transforms.melody_dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset, sequence_examples
-from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import (STAGING_DIR, WriteJsonLines, count_records, join_writes, shard_index,
+from melodyflow.transforms.beam import progress
+
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.melodies.dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset, sequence_examples
+from melodyflow.transforms.beam.runners import RunnerConfig, finish
+from melodyflow.transforms.io.sharded_staging import (STAGING_DIR, WriteJsonLines, count_records, join_writes, shard_index,
                                        shard_name, split_staged_record, staged_record)
-from transforms.tfrecord import encode_records, encode_records_in_pieces, iter_records_from_blocks
-from transforms.work_order import spread
+from melodyflow.transforms.io.tfrecord import encode_records, encode_records_in_pieces, iter_records_from_blocks
+from melodyflow.transforms.beam.work_order import spread
 
 
 
@@ -72,9 +74,9 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
         self._num_shards = {split: plan.num_shards(split) for split in SPLITS}
 
     def setup(self):
-        from transforms import melody_fast
+        from melodyflow.transforms.melodies import extraction_compiled
 
-        melody_fast.warm_up()
+        extraction_compiled.warm_up()
 
     def process(self, unit: WorkUnit):
         staged: dict[tuple[str, int], list[bytes]] = {}

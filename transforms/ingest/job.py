@@ -15,16 +15,22 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from transforms import batches, fork_server, progress, storage
-from transforms.convert import preload_readers
-from transforms.ingest_files import (FIRST_COPIES, FirstCopies, expects_isolated_parsing, first_copies,
+from melodyflow.transforms.ingest import batches
+
+from melodyflow.transforms.sandbox import fork_template
+
+from melodyflow.transforms.beam import progress
+
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.convert import preload_readers
+from melodyflow.transforms.ingest.files import (FIRST_COPIES, FirstCopies, expects_isolated_parsing, first_copies,
                                      mark_duplicates, merge_first_copies, process_files)
-from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
-from transforms.isolation import IsolatedWorker
-from transforms.runners import RunnerConfig, finish
-from transforms.sharded_writer import STAGING_DIR, count_records, shard_name
-from transforms.tfrecord import encode_record, encode_records, iter_records_from_blocks
-from transforms.work_order import spread
+from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
+from melodyflow.transforms.sandbox.isolated_worker import IsolatedWorker
+from melodyflow.transforms.beam.runners import RunnerConfig, finish
+from melodyflow.transforms.io.sharded_staging import STAGING_DIR, count_records, shard_name
+from melodyflow.transforms.io.tfrecord import encode_record, encode_records, iter_records_from_blocks
+from melodyflow.transforms.beam.work_order import spread
 
 CHUNK_FILES = 64  # files per Beam element: real work per element (Beam's per-element cost is high)
 
@@ -171,7 +177,7 @@ class ConvertFilesDoFn(beam.DoFn):
     """
 
     def __init__(self, plan: batches.IngestPlan, parser_template: str | None = None):
-        """``parser_template``: the address of the job's :class:`~transforms.fork_server.ParserTemplate`
+        """``parser_template``: the address of the job's :class:`~melodyflow.transforms.sandbox.fork_template.ParserTemplate`
         when workers run on the driver's machine; a worker that cannot reach it starts its own parser."""
         self._progress_dir = storage.join(plan.batch_dir, progress.PROGRESS_DIR)
         self._batch_dir = plan.batch_dir
@@ -333,10 +339,10 @@ def _publish_manifest(plan: batches.IngestPlan) -> None:
 
 def _parser_template_for(plan: batches.IngestPlan, runner: RunnerConfig):
     """One parser template for all workers when they run on this machine (see
-    :mod:`transforms.fork_server`), started at once if the listing shows it will be needed."""
-    if not (runner.workers_on_this_machine and fork_server.SUPPORTED):
+    :mod:`melodyflow.transforms.sandbox.fork_template`), started at once if the listing shows it will be needed."""
+    if not (runner.workers_on_this_machine and fork_template.SUPPORTED):
         return contextlib.nullcontext(None)
-    return fork_server.ParserTemplate([preload_readers],
+    return fork_template.ParserTemplate([preload_readers],
                                       start_now=expects_isolated_parsing(plan.files, plan.settings))
 
 

@@ -18,7 +18,7 @@ connection (a ``SOCK_SEQPACKET`` socket, one message per request):
 
 Nothing outlives its owner: the template exits when the driver closes (or loses) the lifeline pipe, and
 each child is killed by the kernel if the template dies (``PR_SET_PDEATHSIG``).  Anything that goes
-wrong on the client's side raises :class:`TemplateUnavailable`, and :class:`~transforms.isolation.
+wrong on the client's side raises :class:`TemplateUnavailable`, and :class:`~melodyflow.transforms.sandbox.isolated_worker.
 IsolatedWorker` falls back to starting its own interpreter.  Linux only (``SOCK_SEQPACKET``, fd passing,
 ``prctl``); elsewhere every worker starts its own parser, as before.
 """
@@ -129,7 +129,7 @@ class ParserTemplate:
             listen_fd = self._listener.fileno()
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "transforms.fork_server", str(listen_fd), str(lifeline_r),
+                    [sys.executable, "-m", "melodyflow.transforms.sandbox.fork_template", str(listen_fd), str(lifeline_r),
                      *self._prepare],
                     pass_fds=(listen_fd, lifeline_r), env=child_interpreter_env(), stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL)
@@ -174,7 +174,7 @@ class ParserTemplate:
 
 class ForkedChild:
     """A child of the template, seen from the worker that asked for it; quacks like the parts of
-    :class:`subprocess.Popen` that :class:`~transforms.isolation.IsolatedWorker` uses."""
+    :class:`subprocess.Popen` that :class:`~melodyflow.transforms.sandbox.isolated_worker.IsolatedWorker` uses."""
 
     def __init__(self, control: socket.socket, pid: int):
         self._control = control
@@ -320,7 +320,7 @@ class _Template:
                     self._selector.close()
                     os.close(self._wake_w)
                     parent_end.close()
-                    from transforms.isolation import serve_calls
+                    from melodyflow.transforms.sandbox.call_loop import serve_calls
 
                     fd = child_end.detach()
                     serve_calls(fd, os.dup(fd), memory_mb)

@@ -11,7 +11,7 @@ import os
 
 import tensorflow as tf
 
-from transforms import storage
+from melodyflow.transforms.io import storage
 
 BUCKET_BOUNDARIES = (64, 128, 192, 256, 384)
 

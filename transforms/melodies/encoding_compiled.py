@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from transforms.melody_configs import MelodyConfig
+from melodyflow.transforms.melodies.configs import MelodyConfig
 
 NOTES_PER_OCTAVE = 12
 MELODY_NOTE_OFF = -1

@@ -12,9 +12,9 @@ import shutil
 import subprocess
 import tempfile
 
-from models.generate import GenerationError, GenerationOptions, MelodyGenerator
-from transforms import storage
-from transforms.primers import Primer, PrimerError, primer_from_midi
+from melodyflow.models.generation.sampling import GenerationError, GenerationOptions, MelodyGenerator
+from melodyflow.transforms.io import storage
+from melodyflow.models.generation.primers import Primer, PrimerError, primer_from_midi
 
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
               "/usr/share/soundfonts/default.sf2")
@@ -112,7 +112,7 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
 
 def load_primer(url: str) -> Primer:
     """Read and parse one primer; the size limit is checked before the file is downloaded."""
-    from transforms.primers import MAX_PRIMER_BYTES
+    from melodyflow.models.generation.primers import MAX_PRIMER_BYTES
 
     try:
         size = storage.size(url)

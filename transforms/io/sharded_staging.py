@@ -13,8 +13,8 @@ import json
 
 import apache_beam as beam
 
-from transforms import storage
-from transforms.tfrecord import iter_records_from_blocks
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.io.tfrecord import iter_records_from_blocks
 
 
 STAGING_DIR = "_staging"  # scratch records under a job's output directory, removed before publishing

@@ -25,8 +25,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transforms import example_proto, melody_encoding_fast
-from transforms.melody_configs import MelodyConfig
+from melodyflow.transforms.io import example_wire
+
+from melodyflow.transforms.melodies import encoding_compiled
+from melodyflow.transforms.melodies.configs import MelodyConfig
 
 FORMATS = ("compact", "sequence-example")
 
@@ -62,10 +64,10 @@ def compact_codes(inputs: Sequence[Sequence[float]]) -> tuple[list[int], list[in
 
 def to_record(inputs: Sequence[Sequence[float]], labels: Sequence[int], fmt: str, input_size: int) -> bytes:
     if fmt == "sequence-example":
-        return example_proto.sequence_example(inputs, labels)
+        return example_wire.sequence_example(inputs, labels)
     if fmt == "compact":
         lengths, codes = compact_codes(inputs)
-        return example_proto.example({"labels": labels, "input_lengths": lengths, "input_codes": codes,
+        return example_wire.example({"labels": labels, "input_lengths": lengths, "input_codes": codes,
                                       "input_size": [input_size]})
     raise EncodingError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
@@ -81,22 +83,22 @@ def encode_events(events: Sequence[int], config: MelodyConfig, fmt: str) -> tupl
     """
     if fmt not in FORMATS:
         raise EncodingError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    ev = melody_encoding_fast.squashed_events(events, config.min_note, config.max_note, config.transpose_to_key)
-    cols, vals, labels = melody_encoding_fast.encode(ev, config)
-    steps, width = labels.size, melody_encoding_fast.input_size(config)
+    ev = encoding_compiled.squashed_events(events, config.min_note, config.max_note, config.transpose_to_key)
+    cols, vals, labels = encoding_compiled.encode(ev, config)
+    steps, width = labels.size, encoding_compiled.input_size(config)
     if fmt == "compact":
         if vals is None:  # every listed input is 1
-            lengths = example_proto.packed_varints([cols.shape[1]]) * steps
+            lengths = example_wire.packed_varints([cols.shape[1]]) * steps
             codes = 2 * cols
         else:
             present = vals != 0
-            lengths = example_proto.packed_varints(present.sum(axis=1))
+            lengths = example_wire.packed_varints(present.sum(axis=1))
             codes = 2 * cols[present] + (vals[present] < 0)
-        record = example_proto.example_packed({
-            "input_codes": example_proto.packed_varints(codes),
+        record = example_wire.example_packed({
+            "input_codes": example_wire.packed_varints(codes),
             "input_lengths": lengths,
-            "input_size": example_proto.packed_varints([width]),
-            "labels": example_proto.packed_varints(labels),
+            "input_size": example_wire.packed_varints([width]),
+            "labels": example_wire.packed_varints(labels),
         })
     else:
         if vals is None:
@@ -104,7 +106,7 @@ def encode_events(events: Sequence[int], config: MelodyConfig, fmt: str) -> tupl
         else:
             present = vals != 0
             rows, cols, negative = np.nonzero(present)[0], cols[present], vals[present] < 0
-        record = example_proto.sequence_example_sparse(steps, width, rows, cols, negative, labels)
+        record = example_wire.sequence_example_sparse(steps, width, rows, cols, negative, labels)
     return record, ev.tolist()
 
 

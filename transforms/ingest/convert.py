@@ -71,9 +71,9 @@ def preload_readers() -> None:
 
 def preload_midi_reader() -> None:
     """Load the compiled MIDI reader (half a second), which only MIDI files need."""
-    from transforms import midi_fast
+    from melodyflow.transforms.midi import compiled_reader
 
-    midi_fast.warm_up()
+    compiled_reader.warm_up()
 
 
 def _midi_to_sequences(data: bytes):
@@ -136,7 +136,7 @@ def convert_midi_fast(data: bytes, *, relative_path: str, collection: str, diges
     Its time and memory are linear in the file's size (no tick tables, no unbounded loops), which is why
     ingestion may run it outside the isolated parser process for small files.
     """
-    from transforms.midi_fast import midi_to_sequence_bytes
+    from melodyflow.transforms.midi.compiled_reader import midi_to_sequence_bytes
 
     sid = sequence_id(SourceFormat.MIDI, collection, digest)
     fast = midi_to_sequence_bytes(data, sequence_id=sid, filename=relative_path, collection=collection)

@@ -60,7 +60,7 @@ def primer_from_midi(data: bytes, steps_per_quarter: int = 4) -> Primer:
     from note_seq import midi_io, sequences_lib
     from note_seq.melodies_lib import Melody
 
-    from transforms.midi_scan import count_note_ons
+    from melodyflow.transforms.midi.scan import count_note_ons
 
     if len(data) > MAX_PRIMER_BYTES:
         raise PrimerError(f"the primer is {len(data)} bytes, over the {MAX_PRIMER_BYTES}-byte limit")

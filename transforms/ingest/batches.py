@@ -24,11 +24,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from transforms import storage
-from transforms.convert import format_for_path
-from transforms.ingest_files import IngestSettings
-from transforms.ingest_records import FileEntry, FileOutcome, FileStatus
-from transforms.tfrecord import iter_records_from_blocks
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.ingest.convert import format_for_path
+from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
+from melodyflow.transforms.io.tfrecord import iter_records_from_blocks
 
 NOTESEQUENCES_DIR = "notesequences"
 DEAD_LETTERS_DIR = "dead_letters"

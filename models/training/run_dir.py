@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from transforms import storage
+from melodyflow.transforms.io import storage
 
 
 class RunDir:

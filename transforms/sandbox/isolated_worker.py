@@ -9,7 +9,6 @@ restart of the child — never the worker or the run.
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from transforms.fork_server import ForkedChild, TemplateUnavailable, child_interpreter_env, fork_child
+from melodyflow.transforms.sandbox.fork_template import ForkedChild, TemplateUnavailable, child_interpreter_env, fork_child
 
 
 class IsolatedCallError(Exception):
@@ -59,42 +58,11 @@ class Limits:
             raise ValueError("memory_mb must be at least 256")
 
 
-def serve_calls(read_fd: int, write_fd: int, memory_mb: int) -> None:
-    """The isolated parser's loop: run each pickled call, reply, until the worker hangs up."""
-    import resource
-    import warnings
-
-    # Parsers warn per file (e.g. pretty_midi on meta events in non-zero tracks); the outcome and
-    # dead letters carry what matters, so keep worker stderr readable.
-    warnings.simplefilter("ignore")
-
-    limit = memory_mb * 1024 * 1024
-    try:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    except (ValueError, OSError):  # pragma: no cover - platform without RLIMIT_AS
-        pass
-    inbox = Connection(read_fd, writable=False)
-    outbox = Connection(write_fd, readable=False)
-    while True:
-        try:
-            request = inbox.recv_bytes()
-        except EOFError:
-            return
-        try:
-            fn, args, kwargs = pickle.loads(request)
-            outbox.send(("ok", fn(*args, **kwargs)))
-        except BaseException as exc:  # noqa: BLE001 - report anything, keep serving
-            try:
-                outbox.send(("err", type(exc).__name__, str(exc)[:2000]))
-            except BaseException:  # noqa: BLE001 - e.g. unpicklable or out of memory while sending
-                return
-
-
 class IsolatedWorker:
     """Calls module-level functions in a child process, one at a time.
 
-    The child is forked from the job's parser template (:mod:`transforms.fork_server`) when ``template``
-    names one and it answers, or else a fresh interpreter (``python -m transforms.isolation``) talking
+    The child is forked from the job's parser template (:mod:`melodyflow.transforms.sandbox.fork_template`) when ``template``
+    names one and it answers, or else a fresh interpreter (``python -m melodyflow.transforms.sandbox.call_loop``) talking
     over two pipes — not ``multiprocessing``'s spawn, which re-imports the caller's ``__main__`` and so
     breaks under scripts, notebooks and Beam's worker harness.  It starts lazily and restarts after a
     timeout or crash.
@@ -136,7 +104,7 @@ class IsolatedWorker:
     def _spawn(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        cmd = [sys.executable, "-m", "transforms.isolation", str(to_child_r), str(from_child_w),
+        cmd = [sys.executable, "-m", "melodyflow.transforms.sandbox.call_loop", str(to_child_r), str(from_child_w),
                str(self._limits.memory_mb)]
         try:
             self._proc = subprocess.Popen(cmd, pass_fds=(to_child_r, from_child_w), env=child_interpreter_env(),
@@ -215,7 +183,3 @@ class IsolatedWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-if __name__ == "__main__":
-    serve_calls(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

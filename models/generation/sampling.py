@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from transforms.melody_configs import get_config
+from melodyflow.transforms.melodies.configs import get_config
 
 
 class GenerationError(ValueError):
@@ -187,7 +187,7 @@ _CACHE_LOCK = threading.Lock()
 
 def load_generator(bundle_or_run_dir: str) -> MelodyGenerator:
     """Load a bundle once per process (Prefect's mapped tasks share it)."""
-    from models.bundle import load_bundle, resolve_bundle
+    from melodyflow.models.bundles.bundle import load_bundle, resolve_bundle
 
     url = resolve_bundle(bundle_or_run_dir)
     with _CACHE_LOCK:
