@@ -104,7 +104,8 @@ def generate_melodies(
                                 unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),
                                 unmapped(continuation_only))
     entries = [f.result() for f in futures]
-    index = {"bundle": bundle_url, "primers_spec": primers, "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only},
+    index = {"bundle": bundle_url, "primers_spec": primers,
+             "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only},
              "primers": sorted(entries, key=lambda e: e["id"]),
              "counts": {"primers": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
                         "failed": sum(e["status"] != "ok" for e in entries),

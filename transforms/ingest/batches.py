@@ -95,6 +95,13 @@ class CompletedBatch:
         return json.loads(storage.read_text(storage.join(self.url, REPORT)))
 
 
+def _batch_number(batch_id: str) -> int:
+    match = _BATCH_RE.match(batch_id)
+    if match is None:
+        raise ValueError(f"not a batch name: {batch_id!r}")
+    return int(match.group(1))
+
+
 def notesequences_root(data_root: str) -> str:
     return storage.join(data_root, NOTESEQUENCES_DIR)
 
@@ -124,7 +131,7 @@ def open_batch(url: str) -> CompletedBatch:
 def completed_batches(data_root: str) -> list[CompletedBatch]:
     """Completed batches in creation order; incomplete ones are skipped, never read."""
     out = []
-    for _, name, url in sorted(_batch_dirs(data_root)):
+    for _, _name, url in sorted(_batch_dirs(data_root)):
         try:
             out.append(open_batch(url))
         except IncompleteBatchError:
@@ -175,7 +182,7 @@ def plan_ingest(source: str, data_root: str, settings: IngestSettings) -> Ingest
             new_files.append(FileEntry(path=path, size=size))
     completed_names = {b.batch_id for b in batches}
     stale = tuple(name for _, name, _ in _batch_dirs(data_root) if name not in completed_names)
-    number = max((int(_BATCH_RE.match(b.batch_id).group(1)) for b in batches), default=0) + 1
+    number = max((_batch_number(b.batch_id) for b in batches), default=0) + 1
     batch_id = f"batch-{number:05d}-{_fingerprint(new_files, settings)}"
     return IngestPlan(source=source, data_root=data_root, batch_id=batch_id, settings=settings,
                       files=tuple(new_files), known_hashes=known_hashes, already_ingested=already,

@@ -194,7 +194,7 @@ def process_files(
                 flush()
     if batch:
         flush()
-    return results  # type: ignore[return-value] - every slot is filled by now
+    return results  # type: ignore[return-value]  # every slot is filled by now
 
 
 # Content digest → listing index of the first converted file with that content, sorted by digest.

@@ -7,6 +7,7 @@ callers knowing about it.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
@@ -195,8 +196,7 @@ def iter_blocks(url: str, block_size: int = 1 << 20) -> Iterator[bytes]:
     fs = filesystem(url)
     total = size(url)
     for start in range(0, total, block_size):
-        end = min(total, start + block_size)
-        yield retrying("reading", url, lambda: fs.cat_file(url, start=start, end=end))
+        yield retrying("reading", url, functools.partial(fs.cat_file, url, start=start, end=min(total, start + block_size)))
 
 
 def read_range(url: str, offset: int, length: int) -> bytes:

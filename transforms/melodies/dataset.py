@@ -189,8 +189,8 @@ def open_dataset(data_root: str, config_name: str) -> dict:
 def merge_partial_stats(lines: list[dict]) -> tuple[dict, dict, dict, list[dict]]:
     """Sum per-split counters, length histograms and pitch counts from the partial stats records."""
     counters = {s: Counter(dict.fromkeys(COUNTERS, 0)) for s in SPLITS}
-    histograms = {s: Counter() for s in SPLITS}
-    pitches = {s: Counter() for s in SPLITS}
+    histograms: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    pitches: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     failures = []
     for rec in lines:
         if rec["kind"] == "counters":
@@ -223,7 +223,7 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
         if written != counters[split].get("examples_written", 0):
             raise RuntimeError(f"{split} shards hold {written} examples but the counters say "
                                f"{counters[split].get('examples_written', 0)}; refusing to publish")
-    total = Counter()
+    total: Counter[str] = Counter()
     for split in SPLITS:
         total.update(counters[split])
     failures_url = None

@@ -123,8 +123,8 @@ def extract_melodies(quantized, settings: MelodySettings, stats: Counter, histog
     from note_seq import sequences_lib
     from note_seq.melodies_lib import Melody, PolyphonicMelodyError
 
-    local = Counter()
-    local_hist = Counter()
+    local: Counter[str] = Counter()
+    local_hist: Counter[str] = Counter()
     melodies = []
     steps_per_bar = int(sequences_lib.steps_per_bar_in_quantized_sequence(quantized))
     for instrument in sorted({n.instrument for n in quantized.notes}):

@@ -41,7 +41,7 @@ class WorkUnit:
 
 
 def plan_units(plan: DatasetPlan) -> list[WorkUnit]:
-    units = []
+    units: list[WorkUnit] = []
     for batch in plan.batches:
         urls = batch.shard_urls
         per_shard = int(batch.marker.get("sequences", 0)) / max(1, len(urls))
@@ -80,7 +80,7 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
 
     def process(self, unit: WorkUnit):
         staged: dict[tuple[str, int], list[bytes]] = {}
-        sums = {split: (Counter(), Counter()) for split in SPLITS}
+        sums: dict[str, tuple[Counter[str], Counter[str]]] = {split: (Counter(), Counter()) for split in SPLITS}
         done = 0
         for serialized in iter_records_from_blocks(storage.iter_blocks(unit.shard_url), source=unit.shard_url,
                                                    start=unit.part, step=unit.parts):

@@ -115,8 +115,8 @@ class ParserTemplate:
 
     def _activate_on_first_request(self) -> None:
         assert self._listener is not None and self._stop_r is not None
-        ready, _, _ = select.select([self._listener, self._stop_r], [], [])
-        if self._listener in ready:
+        ready, _, _ = select.select([self._listener.fileno(), self._stop_r], [], [])
+        if self._listener.fileno() in ready:
             self._spawn()
 
     def _spawn(self) -> None:
@@ -316,7 +316,7 @@ class _Template:
                 ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() == template_pid:  # else the template died before prctl took hold
                     for fileobj in [key.fileobj for key in self._selector.get_map().values()]:
-                        os.close(fileobj if isinstance(fileobj, int) else fileobj.detach())
+                        os.close(fileobj if isinstance(fileobj, int) else fileobj.detach())  # type: ignore[attr-defined]
                     self._selector.close()
                     os.close(self._wake_w)
                     parent_end.close()
