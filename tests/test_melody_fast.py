@@ -14,7 +14,7 @@ from note_seq import sequences_lib
 from note_seq.protobuf import music_pb2
 
 from sequences import BAR, STEP, add_notes, new_sequence, scale_run
-from melodyflow.transforms.melodies import extraction_compiled
+from melodyflow.transforms.melodies import compiled_note_arrays, extraction_compiled
 from melodyflow.transforms.melodies.extraction_reference import MelodySettings, sequence_to_melodies
 from melodyflow.transforms.melodies.extraction_compiled import FastMelody, fast_sequence_to_melodies
 
@@ -340,8 +340,8 @@ def test_wire_reader_agrees_with_attribute_access():
             if rng.random() < 0.05:
                 note.instrument = rng.randrange(1000)
         data = seq.SerializeToString()
-        wire = extraction_compiled._notes_from_wire(data, len(seq.notes))
-        attributes = extraction_compiled._notes_by_attribute(seq.notes)
+        wire = compiled_note_arrays.notes_from_wire(data, len(seq.notes))
+        attributes = compiled_note_arrays.notes_by_attribute(seq.notes)
         assert wire is not None
         for got, want in zip(wire, attributes):
             assert got.tolist() == want.tolist()

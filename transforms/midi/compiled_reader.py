@@ -91,6 +91,8 @@ def _list_members(list_ids, events, wanted):
     return out, owner
 
 
+# Compiled: builds every NoteSequence field in one call, since crossing into numba per field costs more
+# than the work (longer than 80 lines).
 @njit(cache=True)
 def _sequence_fields(data):
     """NoteSequence fields 4–11 as wire bytes, plus each instrument's name (offset, length or -1).

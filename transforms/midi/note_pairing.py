@@ -29,6 +29,8 @@ class PairedNotes(NamedTuple):
     pb_event: np.ndarray
 
 
+# One compiled pass replaying pretty_midi's pairing state machine; its state is shared by every branch,
+# so it stays one function (longer than 80 lines).
 @njit(cache=True)
 def pair_notes(ev_track, ev_tick, ev_kind, ev_a, ev_b, ev_chan):
     """pretty_midi's ``_load_instruments`` over the recorded events (see the module docstring)."""

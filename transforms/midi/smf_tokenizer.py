@@ -42,6 +42,8 @@ def _known_meta(meta):
         or meta == 0x54 or meta == 0x58 or meta == 0x59 or meta == 0x7F
 
 
+# One compiled pass over the file's bytes; a byte-level state machine reads best as one loop (longer
+# than 80 lines).
 @njit(cache=True)
 def tokenize(data, fill, ev_track, ev_tick, ev_kind, ev_a, ev_b, ev_off, ev_len):
     """Walk the file as mido does; record the events pretty_midi uses.
