@@ -9,7 +9,7 @@ import numpy as np
 
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.ingest.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_files,
-                                convert_midi_fast, convert_request, format_for_path, preload_midi_reader)
+                                convert_midi_compiled, convert_request, format_for_path, preload_midi_reader)
 from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
 from melodyflow.transforms.sandbox.isolated_worker import IsolatedCallError, IsolatedWorker, Limits, RemoteError
 from melodyflow.transforms.midi.scan import count_note_ons
@@ -182,7 +182,7 @@ def process_files(
     for entry in entries:  # read while batching, so at most ``batch_bytes`` plus one file are held
         prepared = _prepare(entry, source=source, settings=settings, known_hashes=known_hashes)
         if isinstance(prepared, _Pending) and _in_process(prepared.request):
-            fast = convert_midi_fast(prepared.request.data, relative_path=prepared.request.relative_path,
+            fast = convert_midi_compiled(prepared.request.data, relative_path=prepared.request.relative_path,
                                      collection=prepared.request.collection, digest=prepared.request.digest)
             if fast is not None:
                 prepared = _finish(prepared, fast)

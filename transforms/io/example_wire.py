@@ -6,8 +6,8 @@ to reach two proto classes.  These encoders emit the protobuf wire format of ``e
 equal to those Magenta builds; a test checks that with TensorFlow itself.
 
 :func:`packed_varints` / :func:`example_packed` / :func:`sequence_example_sparse` emit the same bytes
-from numpy arrays with a few array operations per record instead of a Python call per value: per-value
-``_varint`` calls and per-row float packing were the largest cost of building a corpus.
+from numpy arrays with a few array operations per record instead of a Python call per value, which
+would otherwise be the largest cost of building a corpus.
 """
 
 from __future__ import annotations

@@ -81,17 +81,17 @@ def sequence_examples(serialized: bytes, settings: DatasetSettings):
 
     ``histogram`` holds Magenta's melody-length buckets (``"[10,20)"``) and, as ``"pitch:NN"``, how
     often each pitch starts a note in the encoded (squashed) melodies.  Runs the compiled extraction
-    (``melody_fast``) and the vectorized encoder (``encode_events``); :func:`reference_sequence_examples`
+    (``extraction_compiled``) and the vectorized encoder (``encode_events``); :func:`reference_sequence_examples`
     is the same contract on note-seq's own objects, kept as the oracle the tests and benchmarks compare
     against.
     """
     from note_seq.protobuf.music_pb2 import NoteSequence
 
-    from melodyflow.transforms.melodies.extraction_compiled import fast_sequence_to_melodies
+    from melodyflow.transforms.melodies.extraction_compiled import compiled_sequence_to_melodies
 
     sequence = NoteSequence.FromString(serialized)
     split = split_of(sequence.id, settings.eval_ratio)
-    melodies, stats, histogram = fast_sequence_to_melodies(sequence, settings.melody, serialized=serialized)
+    melodies, stats, histogram = compiled_sequence_to_melodies(sequence, settings.melody, serialized=serialized)
     records = []
     pitches = np.zeros(128, dtype=np.int64)
     for m in melodies:

@@ -1,4 +1,5 @@
-"""A fast twin of ``extraction_reference.sequence_to_melodies``: same melodies, same counters, no proto copies.
+"""The compiled path of melody extraction: the same melodies and counters as the reference
+(``extraction_reference.sequence_to_melodies``), without its proto copies.
 
 Why: the reference spends nearly all its time in note-seq's proto plumbing (a deep copy per subsequence,
 quantization on proto fields, a re-filter and re-sort of the notes for every ``from_quantized_sequence``),
@@ -6,7 +7,7 @@ about 3 ms a tune.  Here the notes are read once into arrays (from the wire byte
 access alone costs more than the rest), and note-seq 0.0.5's split, quantization and melody rules are
 replayed on them with the same float64 operations in the same order, so every step index, every event and
 every counter is identical.  The per-note rules are sequential (each note is tested against the last one
-kept), so they run as numba kernels, as ``midi_fast`` does; numba comes with note-seq (through librosa).
+kept), so they run as numba kernels, as the compiled MIDI reader's do; numba comes with note-seq.
 
 ``sequence_to_melodies`` stays the oracle: any input this module does not reproduce by construction
 (non-finite times, tempos <= 0, an already-quantized input, drum pitches outside 0..127 with drums kept,
@@ -28,7 +29,7 @@ from melodyflow.transforms.melodies.compiled_time_grid import (MAX_EXACT_STEP, c
 
 
 @dataclass(frozen=True, slots=True)
-class FastMelody:
+class CompiledMelody:
     """One extracted melody; ``events`` equals ``list(melody)`` of the reference's ``note_seq.Melody``."""
 
     subsequence: int
@@ -46,17 +47,17 @@ class _Fallback(Exception):
     """This input is outside what the fast path reproduces exactly: use the reference."""
 
 
-def from_reference(sequence, settings: MelodySettings) -> tuple[list[FastMelody], Counter, Counter]:
-    """The reference's answer in FastMelody form (the fallback, and a convenience for tests)."""
+def from_reference(sequence, settings: MelodySettings) -> tuple[list[CompiledMelody], Counter, Counter]:
+    """The reference's answer in CompiledMelody form (the fallback, and a convenience for tests)."""
     melodies, stats, histogram = sequence_to_melodies(sequence, settings)
-    return [FastMelody(m.subsequence, m.transposition, m.instrument, m.index, tuple(m.melody),
+    return [CompiledMelody(m.subsequence, m.transposition, m.instrument, m.index, tuple(m.melody),
                        m.melody.steps_per_bar, m.melody.steps_per_quarter, m.melody.start_step,
                        m.melody.end_step) for m in melodies], stats, histogram
 
 
-def fast_sequence_to_melodies(sequence, settings: MelodySettings,
-                              serialized: bytes | None = None) -> tuple[list[FastMelody], Counter, Counter]:
-    """``sequence_to_melodies`` with FastMelody results: equal events, provenance, stats and histogram.
+def compiled_sequence_to_melodies(sequence, settings: MelodySettings,
+                              serialized: bytes | None = None) -> tuple[list[CompiledMelody], Counter, Counter]:
+    """``sequence_to_melodies`` with CompiledMelody results: equal events, provenance, stats and histogram.
 
     Equality is exact for every input (stats and histogram have the same keys and values, melodies come
     in the same order); exceptions the reference raises (e.g. an already-quantized input) are raised by
@@ -66,7 +67,7 @@ def fast_sequence_to_melodies(sequence, settings: MelodySettings,
     notes are read from it instead of re-serializing the message.
     """
     try:
-        return _fast(sequence, settings, serialized)
+        return _extract(sequence, settings, serialized)
     except _Fallback:
         return from_reference(sequence, settings)
 
@@ -79,7 +80,7 @@ def warm_up() -> None:
 
     seq = music_pb2.NoteSequence(total_time=1.0)
     seq.notes.add(pitch=60, velocity=80, start_time=0.0, end_time=1.0)
-    fast_sequence_to_melodies(seq, MelodySettings(min_bars=0, min_unique_pitches=0))
+    compiled_sequence_to_melodies(seq, MelodySettings(min_bars=0, min_unique_pitches=0))
 
 
 def _finite(values) -> bool:
@@ -137,14 +138,14 @@ def _subsequences(time_signatures: list, tempos: list, total_time: float) -> tup
     return splits, [check_time_changes(sub_ts[k], sub_tempos[k]) for k in range(len(splits) - 1)]
 
 
-def _fast(sequence, settings: MelodySettings, serialized=None):
+def _extract(sequence, settings: MelodySettings, serialized=None):
     stats: Counter = Counter({"sequences_read": 1})
     histogram: Counter = Counter()
     time_signatures, tempos = _time_changes(sequence, settings)
     notes = read_notes(sequence, serialized)
     _count_note_kinds(notes, settings, stats)
     splits, checked = _subsequences(time_signatures, tempos, sequence.total_time)
-    out: list[FastMelody] = []
+    out: list[CompiledMelody] = []
     if len(splits) > 1:
         out = _quantized_melodies(sequence, notes, splits, checked, settings, stats, histogram)
     stats["melodies_extracted"] += len(out)
@@ -154,7 +155,7 @@ def _fast(sequence, settings: MelodySettings, serialized=None):
 
 
 def _quantized_melodies(sequence, notes, splits: list[float], checked: list, settings: MelodySettings,
-                        stats: Counter, histogram: Counter) -> list[FastMelody]:
+                        stats: Counter, histogram: Counter) -> list[CompiledMelody]:
     """Quantize every note once, then extract each subsequence's melodies (and their transpositions)."""
     start, end, pitch, velocity, instrument, drum = notes
     spq, subs = settings.steps_per_quarter, len(splits) - 1
@@ -173,7 +174,7 @@ def _quantized_melodies(sequence, notes, splits: list[float], checked: list, set
     if status == 2:
         order = np.lexsort((start, -pitch, qs, instrument, np.where(sub < 0, subs, sub)))
     negative, low, high, counts = sub_info.tolist()
-    out: list[FastMelody] = []
+    out: list[CompiledMelody] = []
     bound = 0
     for k in range(subs):
         rows = order[bound:bound + counts[k]]
@@ -273,6 +274,6 @@ def _transpositions(sub_index, rows, qs, qe, pitch, velocity, instrument, drum, 
             if delta:
                 chunk = np.where(chunk >= 0, chunk.astype(np.int64) + delta, chunk)
             histogram[_bucket(edges, length // steps_per_bar)] += 1
-            out.append(FastMelody(sub_index, amount, inst, i, tuple(chunk.tolist()), steps_per_bar, spq,
+            out.append(CompiledMelody(sub_index, amount, inst, i, tuple(chunk.tolist()), steps_per_bar, spq,
                                   start_step, start_step + length))
     return out

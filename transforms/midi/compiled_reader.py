@@ -19,7 +19,7 @@ Exactness is by construction, not by tolerance:
   keyed by (program, channel, track) in order of their first closed note and named after the track name
   seen so far; control changes and pitch bends that arrive before a channel's first instrument are
   shared, list and all, with every instrument later created on that channel.
-``tests/test_midi_fast.py`` compares the bytes with note-seq's on generated files built to hit each rule."""
+``tests/test_midi_compiled_reader.py`` compares the bytes with note-seq's on generated files built to hit each rule."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """One pre-imported parser template per machine, from which every worker forks its isolated parser.
 
 Why: an isolated parser is a fresh interpreter that imports note-seq (about a second: note-seq's package
-imports bokeh, pandas and scipy).  Each Beam worker used to start its own, so a machine with ``n``
-workers paid ``n`` of those seconds, and a job paid them again after every crash or timeout.  The job's
-driver now owns one template process that has imported the readers once; a worker asks it for a child
+imports bokeh, pandas and scipy).  If each Beam worker started its own, a machine with ``n`` workers
+would pay ``n`` of those seconds, and a job would pay them again after every crash or timeout.  So the
+job's driver owns one template process that has imported the readers once; a worker asks it for a child
 over a Unix socket and gets a fork in milliseconds, already prepared.
 
 The template is the children's parent, so it is the one that can reap them, report how each ended, and
