@@ -13,7 +13,7 @@ from melodyflow.flows.reporting import artifact_key, browser_url, dataset_charts
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.melodies.configs import get_config
 from melodyflow.transforms.melodies.dataset import (INFO, MARKER, STATS, DatasetPlan, DatasetSettings, plan_dataset,
-                                       read_marker)
+                                       up_to_date)
 from melodyflow.transforms.melodies.extraction_reference import MelodySettings, parse_transpose_range
 from melodyflow.transforms.beam.runners import RunnerConfig
 
@@ -91,9 +91,8 @@ def build_melody_dataset(
     runner_config = RunnerConfig(runner=runner, workers=workers or default_workers(),
                                  options=dict(runner_options or {}))
     plan = plan_task(data_root, settings)
-    marker = read_marker(plan.out_dir)
     summary = {"data_root": data_root, "out_dir": plan.out_dir}
-    if marker and marker.get("fingerprint") == plan.fingerprint and not force:
+    if not force and up_to_date(plan):
         get_run_logger().info("Dataset %s is up to date (same batches and settings); nothing to do",
                               plan.out_dir)
         summary.update(status="up_to_date",

@@ -28,7 +28,7 @@ from melodyflow.transforms.ingest.files import (FIRST_COPIES, FirstCopies, expec
 from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
 from melodyflow.transforms.sandbox.isolated_worker import IsolatedWorker
 from melodyflow.transforms.beam.runners import RunnerConfig, finish
-from melodyflow.transforms.io.sharded_staging import STAGING_DIR, count_records, shard_name
+from melodyflow.transforms.io.sharded_staging import STAGING_DIR, shard_name, write_shard
 from melodyflow.transforms.io.tfrecord import encode_record, encode_records, iter_records_from_blocks
 from melodyflow.transforms.beam.work_order import spread
 
@@ -230,7 +230,7 @@ class MergeFirstCopiesDoFn(beam.DoFn):
         yield url
 
 
-class WriteShardFromStagingDoFn(beam.DoFn):
+class WriteBatchShardDoFn(beam.DoFn):
     """Shard ``k`` ← the staged sequences of its chunks whose file was kept, in listing order; plus the
     shard's parts of the manifest and of the dead letters, and a report of what it wrote (read back).
 
@@ -291,8 +291,7 @@ class WriteShardFromStagingDoFn(beam.DoFn):
             json.dumps(batches.dead_letter_record(self._source, self._batch_id, o), ensure_ascii=False,
                        sort_keys=True) + "\n" for o in outcomes if o.status is FileStatus.FAILED), durable=False)
         url = storage.join(self._batch_dir, shard_name(batches.SHARD_PREFIX, shard, self._layout.num_shards))
-        storage.write_stream(url, lambda: self._kept_sequences(keep))
-        records = count_records(url)
+        records = write_shard(url, lambda: self._kept_sequences(keep))
         report = batches.shard_report(url, self._layout.shard_files(shard).start, outcomes, records)
         storage.write_text(shard_report_url(self._batch_dir, shard), json.dumps(report), durable=False)
         yield url, records
@@ -324,7 +323,7 @@ def build_ingest_pipeline(pipeline: beam.Pipeline, plan: batches.IngestPlan,
     (
         pipeline
         | "AllShards" >> beam.Create(list(range(plan.num_shards)))
-        | "WriteShardsAndManifest" >> beam.ParDo(WriteShardFromStagingDoFn(plan, layout),
+        | "WriteShardsAndManifest" >> beam.ParDo(WriteBatchShardDoFn(plan, layout),
                                                  beam.pvalue.AsSingleton(first_copies_table))
         | "ShardsWritten" >> beam.Map(lambda url_count: url_count)  # a last step, so Dask runs it all
     )

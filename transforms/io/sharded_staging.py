@@ -40,6 +40,13 @@ def shard_index(key: str, num_shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % num_shards
 
 
+def write_shard(url: str, framed_pieces) -> int:
+    """Stream a shard's framed records (``framed_pieces()`` yields bytes) to ``url``, then read it back and
+    return its record count: what the stage's marker may vouch for."""
+    storage.write_stream(url, framed_pieces)
+    return count_records(url)
+
+
 def count_records(url: str) -> int:
     """Read a written shard back and count its records (checksums verified): what a completion marker
     may vouch for.  Shard writers call it on their own shard, so the read-back runs in parallel."""

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from melodyflow.transforms.io import storage
+from melodyflow.transforms.io import stage_contract, storage
+from melodyflow.transforms.io.stage_contract import FORMAT_VERSION, MARKER
 from melodyflow.transforms.ingest.batches import CompletedBatch, completed_batches
 from melodyflow.transforms.melodies.configs import MelodyConfig
 from melodyflow.transforms.melodies.encoding import FORMATS, encode_events, encode_melody, to_record
@@ -31,12 +32,10 @@ MELODIES_DIR = "melodies"
 SPLITS = ("train", "eval")
 STATS = "stats.json"
 INFO = "info.json"
-MARKER = "COMPLETED"
 PARTIAL_STATS = "_stats.partial.jsonl"
-FORMAT_VERSION = 1
 
 
-class IncompleteDatasetError(RuntimeError):
+class IncompleteDatasetError(stage_contract.IncompleteOutputError):
     """A dataset directory has no completion marker."""
 
 
@@ -167,17 +166,15 @@ def plan_dataset(data_root: str, settings: DatasetSettings) -> DatasetPlan:
     return DatasetPlan(data_root=data_root, settings=settings, batches=batches)
 
 
-def read_marker(out_dir: str) -> dict | None:
-    try:
-        return json.loads(storage.read_text(storage.join(out_dir, MARKER)))
-    except FileNotFoundError:
-        return None
+def up_to_date(plan: DatasetPlan) -> dict | None:
+    """The completed dataset's marker when it was built from the same batches and settings."""
+    return stage_contract.up_to_date(plan.out_dir, plan.fingerprint)
 
 
 def open_dataset(data_root: str, config_name: str) -> dict:
     """The ``info.json`` of a completed dataset; refuses one without its marker."""
     out_dir = storage.join(data_root, MELODIES_DIR, config_name)
-    if read_marker(out_dir) is None:
+    if stage_contract.read_marker(out_dir) is None:
         raise IncompleteDatasetError(
             f"{out_dir} has no {MARKER} marker: build it with `melodyflow dataset {data_root} "
             f"--config {config_name}` (or wait for the running build)")
@@ -256,6 +253,5 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
     }
     storage.write_text(storage.join(plan.out_dir, INFO), json.dumps(info, indent=2, sort_keys=True))
     storage.remove_tree(partial_url)
-    storage.write_text(storage.join(plan.out_dir, MARKER),
-                       json.dumps({"fingerprint": plan.fingerprint, "counts": info["counts"]}, sort_keys=True))
+    stage_contract.write_marker(plan.out_dir, {"fingerprint": plan.fingerprint, "counts": info["counts"]})
     return {"info": info, "stats": stats}

@@ -18,7 +18,7 @@ from melodyflow.transforms.beam import progress
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.melodies.dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset, sequence_examples
 from melodyflow.transforms.beam.runners import RunnerConfig, finish
-from melodyflow.transforms.io.sharded_staging import (STAGING_DIR, WriteJsonLines, count_records, join_writes, shard_index,
+from melodyflow.transforms.io.sharded_staging import (STAGING_DIR, WriteJsonLines, join_writes, shard_index, write_shard,
                                        shard_name, split_staged_record, staged_record)
 from melodyflow.transforms.io.tfrecord import encode_records, encode_records_in_pieces, iter_records_from_blocks
 from melodyflow.transforms.beam.work_order import spread
@@ -120,7 +120,7 @@ class ExtractMelodyExamplesDoFn(beam.DoFn):
                 "traceback": storage.redact(traceback.format_exc(limit=5))}
 
 
-class WriteShardFromStagingDoFn(beam.DoFn):
+class MergeStagedExamplesDoFn(beam.DoFn):
     """Output shard ``(split, k)`` ← every unit's staged examples for it, merged in key order.
 
     Each unit's staging file is sorted, so the shard is a streaming merge: the writer holds one block of
@@ -146,8 +146,7 @@ class WriteShardFromStagingDoFn(beam.DoFn):
                        for u in urls]
             return (record for _key, record in heapq.merge(*streams))
 
-        storage.write_stream(url, lambda: encode_records_in_pieces(merged_records()))
-        records = count_records(url)
+        records = write_shard(url, lambda: encode_records_in_pieces(merged_records()))
         Metrics.counter("write_shards", "records_written").inc(records)
         storage.write_text(shard_count_url(self._plan, split, shard), json.dumps({"url": url, "records": records}),
                            durable=False)
@@ -178,7 +177,7 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
     shards = (
         pipeline
         | "ListOutputShards" >> beam.Create([(split, k) for split in SPLITS for k in range(plan.num_shards(split))])
-        | "WriteShards" >> beam.ParDo(WriteShardFromStagingDoFn(plan), beam.pvalue.AsList(
+        | "WriteShards" >> beam.ParDo(MergeStagedExamplesDoFn(plan), beam.pvalue.AsList(
             stats | "UnitsDone" >> beam.combiners.Count.Globally()))
     )
     failures = stats | "Failures" >> beam.Filter(lambda r: isinstance(r, dict))
