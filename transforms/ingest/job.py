@@ -196,6 +196,7 @@ class ConvertFilesDoFn(beam.DoFn):
             self._worker.close()
 
     def process(self, chunk: Chunk):
+        assert self._worker is not None, "setup() runs before process()"
         outcomes = process_files(chunk.files(listing_url(self._batch_dir)), source=self._source,
                                  settings=self._settings, known_hashes=self._known, worker=self._worker)
         # Staged sequences are framed as the shard will hold them, in outcome order: a chunk without
