@@ -23,8 +23,9 @@ from melodyflow.transforms.beam import progress
 
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.ingest.convert import preload_readers
-from melodyflow.transforms.ingest.files import (FIRST_COPIES, FirstCopies, expects_isolated_parsing, first_copies,
-                                     mark_duplicates, merge_first_copies, process_files)
+from melodyflow.transforms.ingest.dedup import (FIRST_COPIES, FirstCopies, first_copies, mark_duplicates,
+                                                merge_first_copies, read_first_copies)
+from melodyflow.transforms.ingest.files import expects_isolated_parsing, process_files
 from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
 from melodyflow.transforms.sandbox.isolated_worker import IsolatedWorker
 from melodyflow.transforms.beam.runners import RunnerConfig, finish
@@ -146,14 +147,6 @@ def first_copies_url(batch_dir: str, chunk: int | None = None) -> str:
     """A chunk's first-copies table, or (``chunk=None``) the batch's merged one."""
     name = "first-copies.bin" if chunk is None else f"chunk-{chunk:06d}.first-copies.bin"
     return storage.join(batch_dir, STAGING_DIR, name)
-
-
-def read_first_copies(url: str) -> FirstCopies:
-    """The batch's first-copies table; a local one is memory-mapped, so a shard writer's lookups touch
-    a few pages of it rather than loading 40 bytes per file of the batch."""
-    if storage.protocol_of(url) == "file" and storage.size(url) > 0:
-        return FirstCopies.from_buffer(np.memmap(storage.local_path(url), dtype=np.uint8, mode="r"))
-    return FirstCopies.from_buffer(storage.read_bytes(url))
 
 
 def manifest_part_url(batch_dir: str, shard: int) -> str:
