@@ -9,6 +9,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 from prefect.cache_policies import NONE
 
 from melodyflow.flows.ingest import default_workers
+from melodyflow.flows.settings import DEFAULT_CONFIG
 from melodyflow.flows.reporting import artifact_key, browser_url, dataset_charts_png, progress_reporter
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.melodies.configs import get_config
@@ -68,10 +69,10 @@ def _publish(summary: dict) -> None:
 @flow(name="build-melody-dataset")
 def build_melody_dataset(
     data_root: str,
-    config: str = "basic_rnn",
-    eval_ratio: float = 0.1,
+    config: str = DEFAULT_CONFIG,
+    eval_ratio: float = DatasetSettings.eval_ratio,
     transpose_range: str = "0:0",
-    format: str = "compact",  # noqa: A002 - the CLI flag's name
+    format: str = DatasetSettings.format,  # noqa: A002 - the CLI flag's name
     keep_polyphonic_tracks: bool = False,
     workers: int | None = None,
     runner: str = "direct",

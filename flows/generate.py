@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from melodyflow.flows.reporting import browser_url
+from melodyflow.models.generation.sampling import GenerationOptions
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.ingest.convert import MIDI_EXTENSIONS
 
@@ -71,19 +72,18 @@ def generate_melodies(
     output: str,
     primers: str | None = None,
     primer_melody: list[int] | None = None,
-    num_outputs: int = 16,
-    num_steps: int = 128,
-    temperature: float = 1.0,
-    beam_size: int = 1,
-    branch_factor: int = 1,
-    steps_per_iteration: int = 1,
+    num_outputs: int = GenerationOptions.num_outputs,
+    num_steps: int = GenerationOptions.num_steps,
+    temperature: float = GenerationOptions.temperature,
+    beam_size: int = GenerationOptions.beam_size,
+    branch_factor: int = GenerationOptions.branch_factor,
+    steps_per_iteration: int = GenerationOptions.steps_per_iteration,
     qpm: float | None = None,
-    seed: int = 0,
+    seed: int = GenerationOptions.seed,
     continuation_only: bool = False,
 ) -> dict:
     """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle)."""
     from melodyflow.models.bundles.bundle import resolve_bundle
-    from melodyflow.models.generation.sampling import GenerationOptions
     from melodyflow.models.generation.primers import primer_id
 
     logger = get_run_logger()
@@ -104,14 +104,15 @@ def generate_melodies(
                                 unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),
                                 unmapped(continuation_only))
     entries = [f.result() for f in futures]
-    index = {"bundle": bundle_url, "primers_spec": primers, "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only},
+    index = {"bundle": bundle_url, "primers_spec": primers,
+             "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only},
              "primers": sorted(entries, key=lambda e: e["id"]),
              "counts": {"primers": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
                         "failed": sum(e["status"] != "ok" for e in entries),
                         "outputs": sum(len(e["outputs"]) for e in entries)}}
     storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))
-    rows = [{"primer": e["id"], "output": o["midi"], "log_likelihood": round(o["log_likelihood"], 3), "notes": o["notes"]}
-            for e in index["primers"] for o in e["outputs"]]
+    rows = [{"primer": e["id"], "output": o["midi"], "log_likelihood": round(o["log_likelihood"], 3),
+             "notes": o["notes"]} for e in index["primers"] for o in e["outputs"]]
     create_table_artifact(key="generated-outputs", table=rows or [{"primer": "-", "output": "none"}],
                           description="Generated melodies and their log-likelihoods")
     lines = [f"# Generated melodies from `{bundle_url}`", ""]

@@ -16,6 +16,9 @@ from melodyflow.transforms.ingest.files import IngestSettings
 from melodyflow.transforms.beam.runners import RunnerConfig
 
 
+MB = 1024 * 1024
+
+
 def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -91,10 +94,10 @@ def ingest_corpus(
     runner: str = "direct",
     runner_options: dict[str, str] | None = None,
     collection: str | None = None,
-    max_file_mb: float = 64.0,
-    max_notes: int = 500_000,
-    file_timeout_s: float = 60.0,
-    memory_limit_mb: int = 4096,
+    max_file_mb: float = IngestSettings.max_file_bytes / MB,
+    max_notes: int = IngestSettings.max_notes,
+    file_timeout_s: float = IngestSettings.file_timeout_s,
+    memory_limit_mb: int = IngestSettings.memory_limit_mb,
 ) -> dict:
     """Convert every new score file under ``source`` into NoteSequence shards under ``data_root``.
 
@@ -103,7 +106,7 @@ def ingest_corpus(
     """
     settings = IngestSettings(
         collection=collection or collection_name(source),
-        max_file_bytes=int(max_file_mb * 1024 * 1024),
+        max_file_bytes=int(max_file_mb * MB),
         max_notes=max_notes,
         file_timeout_s=file_timeout_s,
         memory_limit_mb=memory_limit_mb,

@@ -15,20 +15,15 @@ from prefect.cache_policies import NONE
 from melodyflow.flows.dataset import build_melody_dataset
 from melodyflow.flows.generate import INDEX, generate_melodies
 from melodyflow.flows.ingest import ingest_corpus
+from melodyflow.flows.settings import RunSettings
 from melodyflow.flows.train import train_melody_model
 from melodyflow.transforms.ingest.demo_corpus import build_demo_corpus, default_cache_dir
 
-DEFAULT_DATA_ROOT = "melodyflow-data"
-# Small enough to train in about a minute on two CPU cores, big enough to learn something.
-DEFAULT_HPARAMS = '{"batch_size": 32, "rnn_layer_sizes": [64, 64], "learning_rate": 0.005}'
-DEFAULT_TRAINING_STEPS = 300
-DEMO_PRIMERS = 4
-DEMO_OUTPUTS = 4
-DEMO_STEPS = 128
+DEFAULTS = RunSettings()
 
 
 @task(name="make-primers-from-corpus", cache_policy=NONE)
-def primers_task(source: str, directory: str, count: int = DEMO_PRIMERS) -> str:
+def primers_task(source: str, directory: str, count: int = DEFAULTS.corpus_primers) -> str:
     """Two-bar excerpts of the corpus' first MIDI files: primers that sound like the training data."""
     from melodyflow.transforms.io import storage
     from melodyflow.transforms.ingest.convert import MIDI_EXTENSIONS
@@ -59,10 +54,11 @@ def demo_corpus_task(directory: str) -> str:
 
 
 @flow(name="melody-pipeline")
-def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROOT,
-                    workers: int | None = None, config: str = "basic_rnn",
-                    num_training_steps: int = DEFAULT_TRAINING_STEPS, hparams: str = DEFAULT_HPARAMS,
-                    primers: str | None = None) -> dict:
+def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_root,
+                    workers: int | None = None, config: str = DEFAULTS.config,
+                    num_training_steps: int = DEFAULTS.num_training_steps, hparams: str = DEFAULTS.hparams,
+                    primers: str | None = None, num_outputs: int = DEFAULTS.num_outputs,
+                    num_steps: int = DEFAULTS.num_steps, temperature: float = DEFAULTS.temperature) -> dict:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     Each stage skips work whose outputs are already complete for the same inputs and settings. The
@@ -92,7 +88,7 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     else:
         training = {"status": "trained", **train_melody_model(
             data_root=data_root, run_dir=run_dir, config=config, hparams=hparams,
-            num_training_steps=num_training_steps, eval_every=100)}
+            num_training_steps=num_training_steps, eval_every=DEFAULTS.eval_every)}
     bundle = training["bundle"]
     out = storage.join(data_root, "generated", f"{run_name}-{bundle.rstrip('/').rsplit('/', 1)[-1]}")
     index_url = storage.join(out, INDEX)
@@ -105,6 +101,7 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
         if primers is None:
             primers_task(source, primer_spec)
         generation = {"status": "generated", **generate_melodies(
-            bundle=bundle, output=out, primers=primer_spec, num_outputs=DEMO_OUTPUTS, num_steps=DEMO_STEPS)}
+            bundle=bundle, output=out, primers=primer_spec, num_outputs=num_outputs, num_steps=num_steps,
+            temperature=temperature)}
     return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset,
             "training": training, "generation": generation}

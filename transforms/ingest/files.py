@@ -8,8 +8,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from melodyflow.transforms.io import storage
-from melodyflow.transforms.ingest.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_files,
-                                convert_midi_fast, convert_request, format_for_path, preload_midi_reader)
+from melodyflow.transforms.ingest.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash,
+                                                  convert_files, convert_midi_fast, convert_request, format_for_path,
+                                                  preload_midi_reader)
 from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
 from melodyflow.transforms.sandbox.isolated_worker import IsolatedCallError, IsolatedWorker, Limits, RemoteError
 from melodyflow.transforms.midi.scan import count_note_ons
@@ -22,8 +23,8 @@ class IngestSettings:
     collection: str
     max_file_bytes: int = 64 * 1024 * 1024
     max_notes: int = 500_000
-    file_timeout_s: float = 60.0
-    memory_limit_mb: int = 4096
+    file_timeout_s: float = Limits.timeout_s
+    memory_limit_mb: int = Limits.memory_mb
     files_per_shard: int = 2000
     max_shards: int = 1024
 
@@ -194,7 +195,7 @@ def process_files(
                 flush()
     if batch:
         flush()
-    return results  # type: ignore[return-value] - every slot is filled by now
+    return results  # type: ignore[return-value]  # every slot is filled by now
 
 
 # Content digest → listing index of the first converted file with that content, sorted by digest.

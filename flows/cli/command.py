@@ -1,0 +1,39 @@
+"""What a ``melodyflow`` subcommand is, and the two ways it can refuse to do what was asked."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class UsageError(ValueError):
+    """A bad invocation, found before any work starts: the message says what is wrong and what to do.
+    The CLI prints it as one line and exits with status 2."""
+
+
+class CommandFailed(Exception):
+    """The command ran but did not produce what was asked (every primer failed, say): exit status 1,
+    after the result was printed, with this one-line reason."""
+
+
+def no_failure(result: dict) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help, its arguments, what it runs and how its result reads.
+
+    ``run`` checks the invocation (raising :class:`UsageError`) before importing Prefect or starting a
+    flow, then returns the flow's result. ``show`` prints that result for a person (``--json`` prints it
+    as it is). ``failure`` says why a completed result is still a failure of the command, or None.
+    """
+
+    name: str
+    summary: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], dict]
+    show: Callable[[dict], None]
+    failure: Callable[[dict], str | None] = no_failure
