@@ -28,3 +28,8 @@ class RunSettings:
     num_outputs: int = 4
     num_steps: int = 128
     temperature: float = 1.0
+
+
+class StageError(ValueError):
+    """A stage cannot go on with what it was given (an empty train split, say); the message says what to
+    change. Commands exit with status 2 on it."""

@@ -22,7 +22,10 @@ def resolve_hparams(config: str, preset: str, overrides: str | None):
 
 @task(name="train-melody-rnn", cache_policy=NONE)
 def train_task(data_root: str, run_dir: str, settings, hparams) -> dict:
+    from melodyflow.models.quiet_import import import_tensorflow
     from melodyflow.models.training.loop import train  # TensorFlow import only in the task that needs it
+
+    import_tensorflow()
 
     logger = get_run_logger()
     progress_id = create_progress_artifact(progress=0.0, key=artifact_key("training-progress", settings.config),

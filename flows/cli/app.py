@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 
-from melodyflow.flows.cli import dataset, demo, generate, ingest, run, train
+from melodyflow.flows.cli import dataset, demo, generate, ingest, run, server, train
 from melodyflow.flows.cli.command import Command, UsageError
 from melodyflow.flows.cli.options import EPILOG, HelpFormatter, Parser, add_output_args
 
@@ -19,6 +20,7 @@ COMMANDS: tuple[Command, ...] = (
     train.COMMAND,
     generate.COMMAND,
     demo.COMMAND,
+    server.COMMAND,
 )
 
 
@@ -34,19 +36,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Warnings that say nothing about the user's data, for this process and (through the environment) for
+# the Beam workers and parser processes it starts: pydub's about ffmpeg (note-seq imports pydub; audio
+# is rendered with FluidSynth), pretty_midi's about meta events on tracks other than the first.
+_CHILD_WARNING_FILTERS = ("ignore:Couldn't find ffmpeg:RuntimeWarning",
+                          "ignore::RuntimeWarning:pretty_midi.pretty_midi")
+
+
 def quiet_third_party_noise() -> None:
-    """Warnings that say nothing about the user's data: pretty_midi's about meta events on other tracks,
-    pydub's about ffmpeg (audio is rendered with FluidSynth, never ffmpeg)."""
     warnings.filterwarnings("ignore", module="pretty_midi")
     warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    inherited = os.environ.get("PYTHONWARNINGS", "")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [inherited, *_CHILD_WARNING_FILTERS]))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
 
 
 def exit_status(exc: BaseException) -> int | None:
     """2 for a bad invocation or input the user must fix, 1 for a storage outage, None otherwise."""
+    from melodyflow.flows.local_server import ServerStartError
     from melodyflow.transforms.io.storage import StorageError
 
-    if isinstance(exc, StorageError):
+    if isinstance(exc, (StorageError, ServerStartError)):
         return 1
     if isinstance(exc, (UsageError, ValueError, FileNotFoundError)):
         return 2
@@ -64,13 +75,23 @@ def error_line(command: str, exc: BaseException) -> str:
     return f"melodyflow {command}: error: {redact(str(exc))}"
 
 
+def _run(command: Command, args: argparse.Namespace) -> dict:
+    command.check(args)
+    if not command.uses_prefect_api:
+        return command.run(args)
+    from melodyflow.flows.local_server import prefect_api
+
+    with prefect_api(log=lambda message: print(message, file=sys.stderr)):
+        return command.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = next(c for c in COMMANDS if c.name == args.command)
     if not args.debug:
         quiet_third_party_noise()
     try:
-        result = command.run(args)
+        result = _run(command, args)
     except Exception as exc:
         status = exit_status(exc)
         if status is None or args.debug:

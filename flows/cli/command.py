@@ -21,13 +21,19 @@ def no_failure(result: dict) -> str | None:
     return None
 
 
+def no_check(args: argparse.Namespace) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: its help, its arguments, what it runs and how its result reads.
 
-    ``run`` checks the invocation (raising :class:`UsageError`) before importing Prefect or starting a
-    flow, then returns the flow's result. ``show`` prints that result for a person (``--json`` prints it
-    as it is). ``failure`` says why a completed result is still a failure of the command, or None.
+    ``check`` looks at the invocation (raising :class:`UsageError`) before Prefect is imported or its
+    API started, so a mistake costs a second; ``run`` then starts the flow and returns its result.
+    ``show`` prints that result for a person (``--json`` prints it as it is). ``failure`` says why a
+    completed result is still a failure of the command, or None. ``uses_prefect_api``: whether ``run``
+    starts flows, and so needs a Prefect API (see :mod:`melodyflow.flows.local_server`).
     """
 
     name: str
@@ -36,4 +42,6 @@ class Command:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], dict]
     show: Callable[[dict], None]
+    check: Callable[[argparse.Namespace], None] = no_check
     failure: Callable[[dict], str | None] = no_failure
+    uses_prefect_api: bool = True

@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_runner_args(parser)
 
 
-def run(args: argparse.Namespace) -> dict:
+def check(args: argparse.Namespace) -> None:
     from melodyflow.transforms.melodies.extraction_reference import parse_transpose_range
 
     try:
@@ -39,15 +39,18 @@ def run(args: argparse.Namespace) -> dict:
         raise UsageError(str(exc)) from None
     if not 0.0 <= args.eval_ratio <= 1.0:
         raise UsageError(f"--eval-ratio must be within 0..1, got {args.eval_ratio}")
-    options = runner_options(args)
+    runner_options(args)
     checks.ingested_data_root(args.data_root)
+
+
+def run(args: argparse.Namespace) -> dict:
     from melodyflow.flows.dataset import build_melody_dataset
 
     return build_melody_dataset(
         data_root=args.data_root, config=args.config, eval_ratio=args.eval_ratio,
         transpose_range=args.transpose_range, format=args.format,
         keep_polyphonic_tracks=args.keep_polyphonic_tracks, workers=args.workers, runner=args.runner,
-        runner_options=options, force=args.force)
+        runner_options=runner_options(args), force=args.force)
 
 
 COMMAND = Command(
@@ -57,4 +60,4 @@ COMMAND = Command(
                 "monophonic melodies with Magenta's Melody RNN rules, encode them for a config and write "
                 "train/eval shards under DATA_ROOT/melodies/<config>/. The split is a hash of each "
                 "NoteSequence id, so it never changes as the corpus grows.",
-    add_arguments=add_arguments, run=run, show=output.show_dataset)
+    add_arguments=add_arguments, check=check, run=run, show=output.show_dataset)

@@ -28,4 +28,4 @@ COMMAND = Command(
     summary="render the built-in demo corpus to a directory",
     description="Render a few hundred public-domain tunes shipped by music21 (Essen and O'Neill folk tunes, "
                 "Bach chorales) to MIDI. Deterministic; an existing complete corpus is reused.",
-    add_arguments=add_arguments, run=run, show=output.show_demo_corpus)
+    add_arguments=add_arguments, run=run, show=output.show_demo_corpus, uses_prefect_api=False)

@@ -21,6 +21,19 @@ def add_sampling_args(parser: argparse.ArgumentParser, defaults: type = Generati
                 help="softmax temperature; >1 more random, <1 more conservative")
 
 
+def add_window_args(parser: argparse.ArgumentParser, whole_file_note: str = "") -> None:
+    parser.add_argument("--primer-bars", type=at_least(1), default=None, metavar="N",
+                        help="take N whole bars of each primer file (cut on its own bar lines) instead of "
+                             f"all of it{whole_file_note}")
+    parser.add_argument("--primer-start-bar", type=at_least(1), default=None, metavar="K",
+                        help="first bar of that window, counting from 1 (default: the bar of the first note)")
+
+
+def check_window(args: argparse.Namespace) -> None:
+    if args.primer_start_bar is not None and args.primer_bars is None:
+        raise UsageError("--primer-start-bar needs --primer-bars N (how many bars to take from there)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="a bundle directory/URL or a RUN_DIR (its latest bundle is used)")
     parser.add_argument("--primers", default=None, metavar="GLOB_OR_URL",
@@ -29,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='a primer as Magenta events, e.g. "[60,-2,62,-2]" (-2 no event, -1 note off); '
                              "with neither primer option, a single middle C")
     parser.add_argument("--output", required=True, metavar="OUT", help="output directory or URL")
+    add_window_args(parser)
     add_sampling_args(parser)
     add_setting(parser, "--beam-size", GenerationOptions, "beam_size", type=at_least(1),
                 help="beams kept per output (1: plain sampling)")
@@ -56,19 +70,24 @@ def primer_events(text: str | None) -> list[int] | None:
     return events
 
 
-def run(args: argparse.Namespace) -> dict:
+def check(args: argparse.Namespace) -> None:
     from melodyflow.models.bundles.bundle import resolve_bundle
 
-    events = primer_events(args.primer_melody)
+    primer_events(args.primer_melody)
+    check_window(args)
     resolve_bundle(args.bundle)
+
+
+def run(args: argparse.Namespace) -> dict:
     from melodyflow.flows.generate import generate_melodies
 
     return generate_melodies(
-        bundle=args.bundle, output=args.output, primers=args.primers, primer_melody=events,
+        bundle=args.bundle, output=args.output, primers=args.primers, primer_melody=primer_events(args.primer_melody),
         num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
         beam_size=args.beam_size, branch_factor=args.branch_factor,
         steps_per_iteration=args.steps_per_iteration, qpm=args.qpm, seed=args.seed,
-        continuation_only=args.continuation_only)
+        continuation_only=args.continuation_only, primer_bars=args.primer_bars,
+        primer_start_bar=args.primer_start_bar)
 
 
 COMMAND = Command(
@@ -78,4 +97,5 @@ COMMAND = Command(
                 "parallel: OUT/<primer-id>/<nnn>.mid, a piano-roll .png per output, a .wav when FluidSynth "
                 "and a General MIDI soundfont are installed, and OUT/index.json. Exits with status 1 when no "
                 "primer succeeded.",
-    add_arguments=add_arguments, run=run, show=output.show_generation, failure=output.generation_failure)
+    add_arguments=add_arguments, check=check, run=run, show=output.show_generation,
+    failure=output.generation_failure)

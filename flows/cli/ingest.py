@@ -37,15 +37,18 @@ def runner_options(args: argparse.Namespace) -> dict[str, str]:
     return options
 
 
-def run(args: argparse.Namespace) -> dict:
-    options = runner_options(args)
+def check(args: argparse.Namespace) -> None:
+    runner_options(args)
     checks.readable_source(args.source, args.data_root)
     checks.writable_data_root(args.data_root)
+
+
+def run(args: argparse.Namespace) -> dict:
     from melodyflow.flows.ingest import ingest_corpus
 
     return ingest_corpus(
         source=args.source, data_root=args.data_root, workers=args.workers, runner=args.runner,
-        runner_options=options, collection=args.collection, max_file_mb=args.max_file_mb,
+        runner_options=runner_options(args), collection=args.collection, max_file_mb=args.max_file_mb,
         max_notes=args.max_notes, file_timeout_s=args.file_timeout, memory_limit_mb=args.memory_limit_mb)
 
 
@@ -56,4 +59,4 @@ COMMAND = Command(
                 "NoteSequences and write them as a new batch under DATA_ROOT/notesequences/. Bad files are "
                 "listed in DATA_ROOT/dead_letters/ and never stop the run. Re-running only processes files "
                 "not in a completed batch.",
-    add_arguments=add_arguments, run=run, show=output.show_ingest)
+    add_arguments=add_arguments, check=check, run=run, show=output.show_ingest)

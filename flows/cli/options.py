@@ -13,10 +13,13 @@ import textwrap
 from typing import Any, NoReturn
 
 EPILOG = """\
-Paths may be local directories or fsspec URLs (gs://bucket/prefix, s3://bucket/prefix).
+Paths may be local directories or fsspec URLs (gs://bucket/prefix, s3://bucket/prefix); set \
+STORAGE_EMULATOR_HOST to use a GCS emulator for gs:// URLs.
 
-Runs use Prefect's ephemeral API unless PREFECT_API_URL points at a server; set STORAGE_EMULATOR_HOST \
-to use a GCS emulator for gs:// URLs. --debug shows tracebacks."""
+Flows report to the Prefect API that PREFECT_API_URL names; without one, to a local Prefect server that \
+the first command starts in the background and later commands reuse (`melodyflow server --help`).
+
+--debug shows tracebacks and third-party warnings."""
 
 
 class HelpFormatter(argparse.HelpFormatter):

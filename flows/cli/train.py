@@ -36,16 +36,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "whenever RUN_DIR has one)")
 
 
-def run(args: argparse.Namespace) -> dict:
-    from melodyflow.flows.train import resolve_hparams
+def check_hparams(config: str, preset: str, spec: str | None) -> None:
+    """A bad ``--hparams`` is a usage error, found before Prefect or TensorFlow is imported."""
+    from melodyflow.models.hparams import debug_hparams, default_hparams
 
-    resolve_hparams(args.config, args.preset, args.hparams)  # a bad spec is a usage error, before any flow
+    (debug_hparams if preset == "debug" else default_hparams)(config).override(spec)
+
+
+def check(args: argparse.Namespace) -> None:
+    check_hparams(args.config, args.preset, args.hparams)
     checks.writable_data_root(args.run_dir, "RUN_DIR")
     if args.resume:
         from melodyflow.transforms.io import storage
 
         if not storage.list_dir(storage.join(args.run_dir, "checkpoints")):
             raise UsageError(f"--resume: {args.run_dir} has no checkpoints to resume from")
+
+
+def run(args: argparse.Namespace) -> dict:
     from melodyflow.flows.train import train_melody_model
 
     return train_melody_model(
@@ -61,4 +69,4 @@ COMMAND = Command(
                 "TensorBoard event files (RUN_DIR/train, RUN_DIR/eval) and versioned model bundles "
                 "(RUN_DIR/bundles/vNNNN) go to RUN_DIR, which may be local, gs:// or s3://. A run resumes "
                 "from RUN_DIR's latest checkpoint when there is one.",
-    add_arguments=add_arguments, run=run, show=output.show_training)
+    add_arguments=add_arguments, check=check, run=run, show=output.show_training)

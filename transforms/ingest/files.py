@@ -152,6 +152,21 @@ def expects_isolated_parsing(entries: Iterable[FileEntry], settings: IngestSetti
     return False
 
 
+def parsing_bytes(entries: Iterable[FileEntry], settings: IngestSettings) -> tuple[int, int]:
+    """Bytes the compiled reader will read in the worker, and bytes bound for the isolated parser (as
+    far as the listing tells), for sizing a job before it starts."""
+    compiled = isolated = 0
+    for entry in entries:
+        fmt = format_for_path(entry.path)
+        if fmt is None or entry.size > settings.max_file_bytes:
+            continue
+        if _read_in_worker(fmt, entry.size):
+            compiled += entry.size
+        else:
+            isolated += entry.size
+    return compiled, isolated
+
+
 def process_files(
     entries: Iterable[FileEntry],
     *,
