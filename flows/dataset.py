@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
@@ -93,7 +94,7 @@ def build_melody_dataset(
                               ignore_polyphonic_notes=keep_polyphonic_tracks,
                               steps_per_quarter=melody_config.steps_per_quarter))
     RunnerConfig(runner=runner, workers=workers or 1, options=dict(runner_options or {}))  # fail before planning
-    plan = plan_task(data_root, settings)
+    plan = cast(DatasetPlan, plan_task(data_root, settings))  # a sync task returns its value
     marker = read_marker(plan.out_dir)
     summary = {"data_root": data_root, "out_dir": plan.out_dir}
     if marker and marker.get("fingerprint") == plan.fingerprint and not force:
@@ -106,7 +107,7 @@ def build_melody_dataset(
         work_s = sizing.dataset_seconds(sum(storage.size(url) for url in plan.input_shards))
         count, why = choose_workers(workers, runner, work_s, sizing.DATASET)
         result = build_task(plan, RunnerConfig(runner=runner, workers=count, options=dict(runner_options or {})), why)
-        summary.update(status="built", info=result["info"], stats=result["stats"])
+        summary.update(status="built", workers=count, info=result["info"], stats=result["stats"])
     summary["warnings"] = empty_split_warnings(summary["info"], eval_ratio)
     for warning in summary["warnings"]:
         get_run_logger().warning(warning)

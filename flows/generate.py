@@ -97,6 +97,7 @@ def generate_melodies(
                                 steps_per_iteration=steps_per_iteration, seed=seed)
     bundle_url = resolve_bundle(bundle)
     window = PrimerWindow(primer_bars, primer_start_bar) if primer_bars else None
+    jobs: list[tuple[str, str | None, list[int] | None]]  # (id, primer file, primer events)
     if primers:
         found = find_primers(primers)
         jobs = [(primer_id(rel), url, None) for rel, url in found]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
@@ -126,7 +128,7 @@ def ingest_corpus(
         memory_limit_mb=memory_limit_mb,
     )
     RunnerConfig(runner=runner, workers=workers or 1, options=dict(runner_options or {}))  # fail before listing
-    plan = plan_batch(source, data_root, settings)
+    plan = cast(IngestPlan, plan_batch(source, data_root, settings))  # a sync task returns its value
     summary = {"source": source, "data_root": data_root, "batch_id": plan.batch_id if plan.files else None,
                "batch_dir": plan.batch_dir if plan.files else None}
     if plan.is_empty:
@@ -141,7 +143,7 @@ def ingest_corpus(
                                     sizing.INGEST)
         report = convert_batch(quote(plan), RunnerConfig(runner=runner, workers=count,
                                                          options=dict(runner_options or {})), why)
-        summary.update(status="ingested", shards=report["shards"], counts=report["counts"],
+        summary.update(status="ingested", workers=count, shards=report["shards"], counts=report["counts"],
                        report=storage.join(plan.batch_dir, "report.json"),
                        dead_letters=report["dead_letters"], elapsed_s=report["elapsed_s"])
     _publish_artifacts(summary)

@@ -50,6 +50,7 @@ class ServerState:
     port: int
     started: float
     log: str
+    prefect_version: str = ""
 
     @property
     def url(self) -> str:
@@ -82,9 +83,17 @@ def read_state(home: Path) -> ServerState | None:
 
 
 def running_server(home: Path) -> ServerState | None:
-    """The recorded server, if it answers."""
+    """The recorded server, if it answers and runs this Prefect version (after an upgrade, the old one is
+    stopped and a new one started)."""
+    import prefect
+
     state = read_state(home)
-    return state if state is not None and healthy(state.api_url) else None
+    if state is None or not healthy(state.api_url):
+        return None
+    if state.prefect_version != prefect.__version__:
+        _terminate(state.pid)
+        return None
+    return state
 
 
 @contextlib.contextmanager
@@ -128,14 +137,19 @@ def start_server(home: Path, timeout_s: float) -> ServerState:
     """Start the background server and wait until it answers (the caller holds the lock)."""
     port = _free_port()
     process = _spawn(home, port, idle_minutes())
-    state = ServerState(pid=process.pid, port=port, started=time.time(), log=str(home / LOG_FILE))
+    import prefect
+
+    state = ServerState(pid=process.pid, port=port, started=time.time(), log=str(home / LOG_FILE),
+                        prefect_version=prefect.__version__)
     deadline = time.monotonic() + timeout_s
     while not healthy(state.api_url, timeout_s=1.0):
         if process.poll() is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            raise ServerStartError(f"the local Prefect server did not start within {timeout_s:.0f} s; see "
-                                   f"{state.log}, or set PREFECT_API_URL to a server of yours")
+            what = (f"exited with status {process.returncode}" if process.returncode is not None
+                    else f"did not answer within {timeout_s:.0f} s")
+            raise ServerStartError(f"the local Prefect server {what}; see {state.log}, or set PREFECT_API_URL "
+                                   "to a server of yours")
         time.sleep(0.1)
     tmp = home / f".{STATE_FILE}.{os.getpid()}"
     tmp.write_text(json.dumps(asdict(state)))
@@ -204,24 +218,29 @@ def prefect_api(log=print) -> Iterator[str | None]:
         refresh_global_settings_context()
 
 
-def stop_server(home: Path, timeout_s: float = 10.0) -> ServerState | None:
-    """Stop the recorded server (SIGTERM, then SIGKILL); None when none was running."""
-    import signal
-
+def stop_server(home: Path) -> ServerState | None:
+    """Stop the recorded server; None when none was running."""
     with _locked(home):
         state = read_state(home)
         if state is None:
             return None
         (home / STATE_FILE).unlink(missing_ok=True)
-        if not _is_our_server(state.pid):
-            return None
-        os.kill(state.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _is_our_server(state.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _is_our_server(state.pid):
-            os.kill(state.pid, signal.SIGKILL)
-        return state
+        return state if _terminate(state.pid) else None
+
+
+def _terminate(pid: int, timeout_s: float = 10.0) -> bool:
+    """SIGTERM (then SIGKILL) to ``pid`` if it is still this module's server; whether it was."""
+    import signal
+
+    if not _is_our_server(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _is_our_server(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _is_our_server(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def _is_our_server(pid: int) -> bool:
@@ -273,6 +292,9 @@ def serve(port: int, idle_minutes: float) -> None:
                                            lifespan="on"))
 
     def stop_when_idle() -> None:
+        while not server.started and not server.should_exit:  # the idle clock starts once it serves
+            time.sleep(0.1)
+        tracker.last_seen = time.monotonic()
         while not server.should_exit:
             time.sleep(min(30.0, idle_minutes * 60 / 4))
             if tracker.idle_for() > idle_minutes * 60:

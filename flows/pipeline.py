@@ -12,7 +12,7 @@ import os
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
-from prefect.states import Failed
+from prefect.states import Failed, State
 
 from melodyflow.flows.dataset import build_melody_dataset
 from melodyflow.flows.generate import INDEX, generate_melodies
@@ -76,7 +76,9 @@ def _train(data_root: str, config: str, dataset: dict, hparams: str, num_trainin
 
 
 def _same_request(previous: dict | None, bundle: str, primers: str, options: dict) -> bool:
-    return bool(previous) and previous["bundle"] == bundle and previous.get("primers_spec") == primers and all(
+    if previous is None:
+        return False
+    return previous["bundle"] == bundle and previous.get("primers_spec") == primers and all(
         previous["options"].get(k) == v for k, v in options.items())
 
 
@@ -95,7 +97,7 @@ def _generate(source: str, data_root: str, training: dict, primers: str | None, 
     index_url = storage.join(out, INDEX)
     previous = json.loads(storage.read_text(index_url)) if storage.exists(index_url) else None
     request = {**sampling, "primer_window": file_window.describe() if file_window else None}
-    if _same_request(previous, bundle, primer_spec, request):
+    if previous is not None and _same_request(previous, bundle, primer_spec, request):
         get_run_logger().info("Melodies from %s for these primers and options already in %s; skipping", bundle, out)
         return {**previous, "status": "up_to_date", "index": index_url}
     if primers is None:
@@ -111,7 +113,7 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_ro
                     num_training_steps: int = DEFAULTS.num_training_steps, hparams: str = DEFAULTS.hparams,
                     primers: str | None = None, num_outputs: int = DEFAULTS.num_outputs,
                     num_steps: int = DEFAULTS.num_steps, temperature: float = DEFAULTS.temperature,
-                    primer_bars: int | None = None, primer_start_bar: int | None = None) -> dict:
+                    primer_bars: int | None = None, primer_start_bar: int | None = None) -> dict | State:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     The model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.

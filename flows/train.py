@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import cast
+from uuid import UUID
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_image_artifact, create_markdown_artifact, create_progress_artifact,
                                create_table_artifact, update_progress_artifact)
@@ -28,8 +31,9 @@ def train_task(data_root: str, run_dir: str, settings, hparams) -> dict:
     import_tensorflow()
 
     logger = get_run_logger()
-    progress_id = create_progress_artifact(progress=0.0, key=artifact_key("training-progress", settings.config),
-                                           description=f"Training steps done of {settings.num_training_steps}")
+    progress_id = cast(UUID, create_progress_artifact(  # a sync call returns its value
+        progress=0.0, key=artifact_key("training-progress", settings.config),
+        description=f"Training steps done of {settings.num_training_steps}"))
 
     def on_progress(event: dict) -> None:
         kind = event["event"]

@@ -85,3 +85,19 @@ def ingested_data_root(data_root: str) -> None:
     if not completed_batches(data_root):
         raise UsageError(f"DATA_ROOT {data_root} has no completed ingestion batch: run "
                          f"`melodyflow ingest SOURCE {data_root}` first")
+
+
+def trainable_dataset(data_root: str, config: str) -> None:
+    """The dataset must be complete and have training examples; an empty eval split is only a warning
+    (training then reports no eval metrics)."""
+    import sys
+
+    from melodyflow.transforms.melodies.dataset import open_dataset
+
+    counts = open_dataset(data_root, config)["counts"]
+    if not counts["train"]:
+        raise UsageError(f"the train split of {data_root}'s {config} dataset is empty ({counts['eval']} eval "
+                         "examples): add files with `melodyflow ingest`, or rebuild it with a lower --eval-ratio")
+    if not counts["eval"]:
+        print(f"melodyflow train: warning: the eval split of {data_root}'s {config} dataset is empty: training "
+              "reports no eval metrics", file=sys.stderr)

@@ -32,11 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check(args: argparse.Namespace) -> None:
-    if args.source is not None:
-        checks.readable_source(args.source, args.data_root)
-    checks.writable_data_root(args.data_root)
     check_window(args)
     check_hparams(args.config, "magenta", args.hparams)
+    if args.source is not None:
+        checks.readable_source(args.source, args.data_root)
+    checks.writable_data_root(args.data_root)  # last: it creates DATA_ROOT
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -45,6 +45,7 @@ def check_hparams(config: str, preset: str, spec: str | None) -> None:
 
 def check(args: argparse.Namespace) -> None:
     check_hparams(args.config, args.preset, args.hparams)
+    checks.trainable_dataset(args.data_root, args.config)
     checks.writable_data_root(args.run_dir, "RUN_DIR")
     if args.resume:
         from melodyflow.transforms.io import storage
