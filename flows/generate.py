@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from melodyflow.flows.reporting import browser_url
+from melodyflow.models.generation.sampling import GenerationOptions
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.ingest.convert import MIDI_EXTENSIONS
 
@@ -37,7 +38,7 @@ def _seed_offset(primer_id: str) -> int:
 
 @task(name="generate-for-primer", cache_policy=NONE, task_run_name="generate-{primer_id}")
 def generate_task(primer_id: str, primer_url: str | None, events: list[int] | None, bundle: str, output: str,
-                  options, qpm: float | None, continuation_only: bool) -> dict:
+                  options, qpm: float | None, continuation_only: bool, window=None) -> dict:
     from melodyflow.models.generation.sampling import load_generator
     from melodyflow.models.generation.outputs import generate_for_primer, load_primer
     from melodyflow.models.generation.primers import PrimerError, primer_from_events
@@ -47,7 +48,7 @@ def generate_task(primer_id: str, primer_url: str | None, events: list[int] | No
     primer, error = None, None
     try:
         if primer_url is not None:
-            primer = load_primer(primer_url)
+            primer = load_primer(primer_url, window)
         elif events is not None:
             primer = primer_from_events(events, qpm or 120.0)
         else:
@@ -71,26 +72,32 @@ def generate_melodies(
     output: str,
     primers: str | None = None,
     primer_melody: list[int] | None = None,
-    num_outputs: int = 16,
-    num_steps: int = 128,
-    temperature: float = 1.0,
-    beam_size: int = 1,
-    branch_factor: int = 1,
-    steps_per_iteration: int = 1,
+    num_outputs: int = GenerationOptions.num_outputs,
+    num_steps: int = GenerationOptions.num_steps,
+    temperature: float = GenerationOptions.temperature,
+    beam_size: int = GenerationOptions.beam_size,
+    branch_factor: int = GenerationOptions.branch_factor,
+    steps_per_iteration: int = GenerationOptions.steps_per_iteration,
     qpm: float | None = None,
-    seed: int = 0,
+    seed: int = GenerationOptions.seed,
     continuation_only: bool = False,
+    primer_bars: int | None = None,
+    primer_start_bar: int | None = None,
 ) -> dict:
-    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle)."""
+    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle).
+
+    ``primer_bars`` (and ``primer_start_bar``) take that window of each primer file instead of all of it.
+    """
     from melodyflow.models.bundles.bundle import resolve_bundle
-    from melodyflow.models.generation.sampling import GenerationOptions
-    from melodyflow.models.generation.primers import primer_id
+    from melodyflow.models.generation.primers import PrimerWindow, primer_id
 
     logger = get_run_logger()
     options = GenerationOptions(num_outputs=num_outputs, num_steps=num_steps, temperature=temperature,
                                 beam_size=beam_size, branch_factor=branch_factor,
                                 steps_per_iteration=steps_per_iteration, seed=seed)
     bundle_url = resolve_bundle(bundle)
+    window = PrimerWindow(primer_bars, primer_start_bar) if primer_bars else None
+    jobs: list[tuple[str, str | None, list[int] | None]]  # (id, primer file, primer events)
     if primers:
         found = find_primers(primers)
         jobs = [(primer_id(rel), url, None) for rel, url in found]
@@ -100,19 +107,23 @@ def generate_melodies(
     else:
         logger.warning("No primer given: generating from a single middle C, as Magenta does")
         jobs = [("middle-c", None, None)]
+    from melodyflow.models.quiet_import import import_tensorflow
+
+    import_tensorflow()  # here, before the mapped tasks' threads need it
     futures = generate_task.map([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
                                 unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),
-                                unmapped(continuation_only))
+                                unmapped(continuation_only), unmapped(window))
     entries = [f.result() for f in futures]
     index = {"bundle": bundle_url, "primers_spec": primers,
-             "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only},
+             "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only,
+                         "primer_window": window.describe() if window else None},
              "primers": sorted(entries, key=lambda e: e["id"]),
              "counts": {"primers": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
                         "failed": sum(e["status"] != "ok" for e in entries),
                         "outputs": sum(len(e["outputs"]) for e in entries)}}
     storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))
-    rows = [{"primer": e["id"], "output": o["midi"], "log_likelihood": round(o["log_likelihood"], 3), "notes": o["notes"]}
-            for e in index["primers"] for o in e["outputs"]]
+    rows = [{"primer": e["id"], "output": o["midi"], "log_likelihood": round(o["log_likelihood"], 3),
+             "notes": o["notes"]} for e in index["primers"] for o in e["outputs"]]
     create_table_artifact(key="generated-outputs", table=rows or [{"primer": "-", "output": "none"}],
                           description="Generated melodies and their log-likelihoods")
     lines = [f"# Generated melodies from `{bundle_url}`", ""]

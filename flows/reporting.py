@@ -43,7 +43,8 @@ def dataset_charts_png(stats: dict, title: str) -> bytes:
     left.tick_params(axis="x", rotation=45)
     right.set(title="Note-on pitches in encoded melodies", xlabel="MIDI pitch", ylabel="notes")
     for ax in (left, right):
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # an empty dataset has nothing to label
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -12,6 +12,9 @@ import pytest
 
 # Before anything imports gcsfs: without it every gcsfs call stalls ~60 s against the emulator.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+# CLI subprocesses of the tests use Prefect's temporary server, not melodyflow's shared background one,
+# so a test run leaves no server behind (tests that run flows in-process use the harness's API).
+os.environ.setdefault("MELODYFLOW_PREFECT_SERVER", "ephemeral")
 
 import midi_factory  # noqa: E402
 from support import emulator_command, free_port, wait_for_port, write_corpus  # noqa: E402

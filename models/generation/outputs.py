@@ -14,7 +14,7 @@ import tempfile
 
 from melodyflow.models.generation.sampling import GenerationError, GenerationOptions, MelodyGenerator
 from melodyflow.transforms.io import storage
-from melodyflow.models.generation.primers import Primer, PrimerError, primer_from_midi
+from melodyflow.models.generation.primers import Primer, PrimerError, PrimerWindow, primer_from_midi
 
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
               "/usr/share/soundfonts/default.sf2")
@@ -110,8 +110,9 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
     return {**entry, "status": "ok", "qpm": tempo, "primer_steps": results[0].primer_steps if results else 0}
 
 
-def load_primer(url: str) -> Primer:
-    """Read and parse one primer; the size limit is checked before the file is downloaded."""
+def load_primer(url: str, window: PrimerWindow | None = None) -> Primer:
+    """Read and parse one primer (or a window of it); the size limit is checked before the file is
+    downloaded."""
     from melodyflow.models.generation.primers import MAX_PRIMER_BYTES
 
     try:
@@ -121,4 +122,4 @@ def load_primer(url: str) -> Primer:
         data = storage.read_bytes(url)
     except (FileNotFoundError, IsADirectoryError):
         raise PrimerError(f"primer not found: {url}") from None
-    return primer_from_midi(data)
+    return primer_from_midi(data, window=window)

@@ -21,8 +21,8 @@ class IngestSettings:
     collection: str
     max_file_bytes: int = 64 * 1024 * 1024
     max_notes: int = 500_000
-    file_timeout_s: float = 60.0
-    memory_limit_mb: int = 4096
+    file_timeout_s: float = Limits.timeout_s
+    memory_limit_mb: int = Limits.memory_mb
     files_per_shard: int = 2000
     max_shards: int = 1024
 
@@ -148,6 +148,21 @@ def expects_isolated_parsing(entries: Iterable[FileEntry], settings: IngestSetti
         if fmt is not None and entry.size <= settings.max_file_bytes and not _read_in_worker(fmt, entry.size):
             return True
     return False
+
+
+def parsing_bytes(entries: Iterable[FileEntry], settings: IngestSettings) -> tuple[int, int]:
+    """Bytes the compiled reader will read in the worker, and bytes bound for the isolated parser (as
+    far as the listing tells), for sizing a job before it starts."""
+    compiled = isolated = 0
+    for entry in entries:
+        fmt = format_for_path(entry.path)
+        if fmt is None or entry.size > settings.max_file_bytes:
+            continue
+        if _read_in_worker(fmt, entry.size):
+            compiled += entry.size
+        else:
+            isolated += entry.size
+    return compiled, isolated
 
 
 def process_files(
