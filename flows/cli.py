@@ -38,6 +38,12 @@ def _add_runner_args(parser: argparse.ArgumentParser) -> None:
                              "project=..., region=..., temp_location=gs://... (dataflow)")
 
 
+def _add_audio_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-audio", dest="audio", action="store_false",
+                        help="write no WAV files (by default each output gets one, from FluidSynth when installed, "
+                             "else from the bundled General MIDI soundfont)")
+
+
 def _add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the result on stdout (logs stay on stderr)")
@@ -67,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--primers", default=None, metavar="GLOB_OR_URL",
                      help="primer MIDI files for the generation stage (default: two-bar excerpts of the "
                           "corpus' first four MIDI files)")
+    _add_audio_arg(run)
     _add_json_arg(run)
 
     ingest = sub.add_parser(
@@ -178,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="random seed; same inputs and seed, same outputs")
     gen.add_argument("--continuation-only", action="store_true",
                      help="write only the generated continuation, not the primer")
+    _add_audio_arg(gen)
     _add_json_arg(gen)
 
     demo = sub.add_parser("demo-corpus", help="render the built-in demo corpus to a directory",
@@ -238,7 +246,7 @@ def _print_pipeline(result: dict) -> None:
     else:
         _print_training(training)
     _print_generation(result["generation"])
-    print(f"Listen and look: {result['generation']['index'].rsplit('/', 1)[0]}/<primer>/<nnn>.mid and .png")
+    print(f"Listen and look: {_location(result['gallery'])}")
 
 
 def _print_generation(index: dict) -> None:
@@ -247,7 +255,15 @@ def _print_generation(index: dict) -> None:
     for entry in index["primers"]:
         if entry["status"] != "ok":
             print(f"  {entry['id']}: failed: {entry['error']}")
-    print(f"  index  {index['index']}")
+    audio = index.get("audio")
+    print(f"  audio    {audio['description'] if audio else 'off'}")
+    print(f"  index    {index['index']}")
+    print(f"  gallery  {_location(index['gallery'])}")
+
+
+def _location(url: str) -> str:
+    """A URL as given; a local path made absolute, so it can be pasted into a browser or a shell."""
+    return url if "://" in url else os.path.abspath(url)
 
 
 def _runner_options(args: argparse.Namespace) -> dict[str, str]:
@@ -336,13 +352,14 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     events = json.loads(args.primer_melody)
                 except json.JSONDecodeError:
-                    raise ValueError(f"--primer-melody must be a list like [60,-2,62,-2], got {args.primer_melody!r}") from None
+                    raise ValueError("--primer-melody must be a list like [60,-2,62,-2], "
+                                     f"got {args.primer_melody!r}") from None
             result = generate_melodies(
                 bundle=args.bundle, output=args.output, primers=args.primers, primer_melody=events,
                 num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
                 beam_size=args.beam_size, branch_factor=args.branch_factor,
                 steps_per_iteration=args.steps_per_iteration, qpm=args.qpm, seed=args.seed,
-                continuation_only=args.continuation_only)
+                continuation_only=args.continuation_only, audio=args.audio)
             _emit(args, result, _print_generation)
             return 0
         if args.command == "run":
@@ -350,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
                                      config=args.config, num_training_steps=args.num_training_steps,
-                                     primers=args.primers)
+                                     primers=args.primers, audio=args.audio)
             _emit(args, result, _print_pipeline)
             return 0
     except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError,

@@ -50,6 +50,16 @@ def primers_task(source: str, directory: str, count: int = DEMO_PRIMERS) -> str:
     return directory
 
 
+@task(name="write-gallery", cache_policy=NONE)
+def gallery_task(out: str) -> str:
+    """``OUT/index.html`` from the generation index and, when present, ``OUT/evaluation.json``."""
+    from melodyflow.models.generation.gallery import write_gallery
+
+    url = write_gallery(out)
+    get_run_logger().info("Gallery: %s", url)
+    return url
+
+
 @task(name="build-demo-corpus", cache_policy=NONE)
 def demo_corpus_task(directory: str) -> str:
     logger = get_run_logger()
@@ -62,12 +72,13 @@ def demo_corpus_task(directory: str) -> str:
 def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROOT,
                     workers: int | None = None, config: str = "basic_rnn",
                     num_training_steps: int = DEFAULT_TRAINING_STEPS, hparams: str = DEFAULT_HPARAMS,
-                    primers: str | None = None) -> dict:
+                    primers: str | None = None, audio: bool = True) -> dict:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     Each stage skips work whose outputs are already complete for the same inputs and settings. The
     model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
-    ``primers`` (glob, directory or file) replaces the default primers cut from the corpus.
+    ``primers`` (glob, directory or file) replaces the default primers cut from the corpus. ``audio=False``
+    writes no WAVs. The run ends with the gallery, ``<generated>/index.html``.
     """
     from melodyflow.models.bundles.bundle import finished_bundle
     from melodyflow.transforms.io import storage
@@ -98,13 +109,16 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     index_url = storage.join(out, INDEX)
     previous = json.loads(storage.read_text(index_url)) if storage.exists(index_url) else None
     primer_spec = primers or storage.join(data_root, "primers")
-    if previous and previous.get("bundle") == bundle and previous.get("primers_spec") == primer_spec:
+    if (previous and previous.get("bundle") == bundle and previous.get("primers_spec") == primer_spec
+            and bool(previous.get("audio")) == audio):
         get_run_logger().info("Melodies from %s already generated in %s; skipping", bundle, out)
         generation = {**previous, "status": "up_to_date", "index": index_url}
     else:
         if primers is None:
             primers_task(source, primer_spec)
         generation = {"status": "generated", **generate_melodies(
-            bundle=bundle, output=out, primers=primer_spec, num_outputs=DEMO_OUTPUTS, num_steps=DEMO_STEPS)}
+            bundle=bundle, output=out, primers=primer_spec, num_outputs=DEMO_OUTPUTS, num_steps=DEMO_STEPS,
+            audio=audio)}
+    gallery = gallery_task(out)
     return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset,
-            "training": training, "generation": generation}
+            "training": training, "generation": {**generation, "gallery": gallery}, "gallery": gallery}

@@ -1,8 +1,9 @@
 """One primer's generation job: primer file → melodies → MIDI, piano roll PNG and WAV per output.
 
-Output layout: ``OUT/<primer-id>/<nnn>.mid`` (and ``.png``, ``.wav``), the primer itself as ``primer.mid`` (and
-``.png``, ``.wav``); the caller writes ``OUT/index.json`` from the entries returned here. Names never depend on
-time, so parallel runs cannot collide.
+Output layout: ``OUT/<primer-id>/<nnn>.mid`` (and ``.png``, ``.wav``), the primer itself as
+``OUT/primers/<primer-id>.mid`` (and ``.png``, ``.wav``), so a primer's directory holds its outputs only; the caller
+writes ``OUT/index.json`` from the entries returned here. Names never depend on time, so parallel runs cannot
+collide (primer ids end in a hash, so none is ``primers``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from melodyflow.models.generation.audio import AudioError, Synthesizer, render_w
 from melodyflow.models.generation.sampling import GenerationError, GenerationOptions, MelodyGenerator
 from melodyflow.transforms.io import storage
 from melodyflow.models.generation.primers import Primer, PrimerError, primer_from_midi
+
+PRIMERS = "primers"  # OUT/primers/<primer-id>.mid: the primers as they were read, beside their outputs
 
 
 def melody_to_sequence(melody, qpm: float, program: int, primer_steps: int, continuation_only: bool):
@@ -86,7 +89,7 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
     step_seconds = 60.0 / tempo / generator.config.steps_per_quarter
     directory = storage.child(out_root, primer_id)
     primer_sequence = primer.melody.to_sequence(velocity=100, instrument=0, program=primer.program, qpm=tempo)
-    entry["primer_files"] = write_files(directory, primer_id, "primer", primer_sequence,
+    entry["primer_files"] = write_files(storage.child(out_root, PRIMERS), PRIMERS, primer_id, primer_sequence,
                                         piano_roll_png(primer_sequence, primer_sequence.total_time,
                                                        f"{primer_id}: primer"), audio)
     for n, result in enumerate(results):
