@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pretty_midi
 import pytest
+from note_seq.protobuf import music_pb2  # at collection: note_seq's first import must not happen inside a test
 
 from melodyflow.models.generation.audio import (PEAK, TAIL_SECONDS, AudioError, Synthesizer, choose_synthesizer,
                                                 read_wav, render_wav)
@@ -76,8 +77,6 @@ def test_fluidsynth_is_preferred_when_installed_and_plays_the_note():
 
 
 def test_a_broken_synthesizer_costs_only_the_wav(tmp_path):
-    from note_seq.protobuf import music_pb2
-
     sequence = music_pb2.NoteSequence(ticks_per_quarter=220, total_time=1.0)
     sequence.notes.add(pitch=60, velocity=80, start_time=0.0, end_time=1.0)
     broken = Synthesizer("fluidsynth", soundfont=str(tmp_path / "missing.sf2"), executable=str(tmp_path / "nope"))

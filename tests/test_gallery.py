@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import random
@@ -10,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from note_seq.protobuf import music_pb2  # at collection: note_seq's first import must not happen inside a test
 
 from melodyflow.models.generation.audio import choose_synthesizer, read_wav
 from melodyflow.models.generation.gallery import GALLERY, render_gallery, write_gallery
@@ -22,8 +25,6 @@ EVALUATION = {"summary": {"outputs": 6, "mean_score": 0.61, "pitch_range": {"mea
 
 def melody(seed: int, notes: int, qpm: float = 120.0):
     """A random monophonic line in C major, eighth notes."""
-    from note_seq.protobuf import music_pb2
-
     rng = random.Random(seed)
     sequence = music_pb2.NoteSequence(ticks_per_quarter=220)
     sequence.tempos.add(qpm=qpm)
@@ -133,20 +134,21 @@ def test_without_ranks_outputs_keep_file_order_and_without_audio_there_are_no_pl
 
 
 @pytest.mark.slow
-def test_generate_writes_midi_png_and_wav_per_output_and_a_gallery(prefect_harness, gcs_bucket, tmp_path, capsys):
-    """The CLI end to end on a trained debug bundle: 6 outputs per primer, each with its three files; the page."""
+def test_generate_writes_midi_png_and_wav_per_output_and_a_gallery(prefect_harness, gcs_bucket, tmp_path):
+    """The CLI end to end on a trained debug bundle: 6 outputs per primer, each with its three files; the page.
+
+    Only stdout is redirected (not capsys): Prefect's console handler keeps the ``sys.stderr`` it first saw, and
+    capsys closes its stream when the test ends while the session's Prefect server still logs to it.
+    """
     from support import write_corpus
     from test_generation import PRIMERS
-
-    from melodyflow.flows.cli import main
 
     bundle = _trained_bundle(tmp_path)
     primers = write_corpus(tmp_path / "primers", {"single.mid": PRIMERS["single.mid"],
                                                   "multi track.mid": PRIMERS["multi track.mid"]})
     out = tmp_path / "gen"
-    assert main(["generate", bundle, "--primers", str(primers), "--output", str(out), "--num-outputs", "6",
-                 "--num-steps", "48"]) == 0
-    printed = capsys.readouterr().out
+    printed = _stdout_of(["generate", bundle, "--primers", str(primers), "--output", str(out),
+                          "--num-outputs", "6", "--num-steps", "48"])
     assert f"gallery  {out / GALLERY}" in printed and "audio    " in printed
     index = json.loads((out / "index.json").read_text())
     assert index["audio"]["name"] == choose_synthesizer().name and index["gallery"] == str(out / GALLERY)
@@ -162,12 +164,21 @@ def test_generate_writes_midi_png_and_wav_per_output_and_a_gallery(prefect_harne
         assert (out / src).is_file()
     assert len([1 for kind, _ in page.sources if kind == "audio"]) == 2 * 7
 
-    assert main(["generate", bundle, "--primers", str(primers), "--output", str(tmp_path / "quiet"),
-                 "--num-outputs", "2", "--num-steps", "48", "--no-audio", "--json"]) == 0
-    quiet = json.loads(capsys.readouterr().out)
+    quiet = json.loads(_stdout_of(["generate", bundle, "--primers", str(primers), "--output",
+                                   str(tmp_path / "quiet"), "--num-outputs", "2", "--num-steps", "48", "--no-audio",
+                                   "--json"]))
     assert quiet["audio"] is None and not list((tmp_path / "quiet").rglob("*.wav"))
     assert "<audio" not in (tmp_path / "quiet" / GALLERY).read_text()
     _check_ui_artifact_for_a_bucket(bundle, str(primers), gcs_bucket)
+
+
+def _stdout_of(argv: list[str]) -> str:
+    from melodyflow.flows.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    return out.getvalue()
 
 
 def _check_ui_artifact_for_a_bucket(bundle: str, primers: str, bucket: str) -> None:
