@@ -104,6 +104,12 @@ def parse(html: str) -> _Page:
 def test_gallery_shows_each_primer_and_its_outputs_best_first_with_links_that_resolve(tmp_path):
     out = str(tmp_path / "gen")
     index = fake_run(out, choose_synthesizer("additive"))
+    bundle = tmp_path / "run" / "bundles" / "v0003"
+    bundle.mkdir(parents=True)
+    (bundle / "bundle.json").write_text(json.dumps({"config": "lookback_rnn", "step": 777, "version": 3,
+                                                    "hparams": {"rnn_layer_sizes": [64, 64]},
+                                                    "eval_metrics": {"perplexity": 3.25}}))
+    index["bundle"] = str(bundle)
     write_gallery(out, index, evaluation=EVALUATION)
     html = (tmp_path / "gen" / GALLERY).read_text()
     page = parse(html)
@@ -120,6 +126,7 @@ def test_gallery_shows_each_primer_and_its_outputs_best_first_with_links_that_re
     text = " ".join(page.text)
     assert "mean_score" in text and "0.61" in text and "summary.pitch_range.mean" not in text  # summary only
     assert "in_key" in text and "repetition" in text and "additive" in text
+    assert all(fact in text for fact in ("lookback_rnn", "777", "[64, 64]", "eval perplexity", "3.25"))
     assert "<script>alert" not in html and "&lt;script&gt;" in html and "<b>broken" not in html
     assert "http" not in html.replace('name="viewport"', "")  # nothing fetched from elsewhere
 

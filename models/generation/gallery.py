@@ -17,7 +17,7 @@ from melodyflow.transforms.io import storage
 GALLERY = "index.html"
 INDEX = "index.json"
 EVALUATION = "evaluation.json"
-MODEL_KEYS = ("config", "version", "step", "url")
+MODEL_KEYS = ("config", "version", "step")  # from the bundle's bundle.json, then its hparams and eval metrics
 MAX_SUMMARY_ROWS = 40
 
 CSS = """
@@ -119,14 +119,14 @@ def _primer(entry: dict) -> str:
 
 
 def _header(index: dict, model: dict | None, evaluation: dict | None) -> str:
-    audio = index.get("audio")
-    settings = {**index.get("options", {}),
-                "audio": (audio or {}).get("description", "off") if isinstance(audio, dict) else "off",
+    audio = index.get("audio") or {}
+    settings = {**index.get("options", {}), "audio": audio.get("description", "off"),
                 "primers": index.get("primers_spec") or "-"}
     blocks = [f"<section><h3>Settings</h3><table>{_rows(sorted(settings.items()))}</table></section>"]
-    model_rows = [("bundle", index.get("bundle", "-"))]
+    model_rows = [("bundle", index.get("bundle") or "-")]
     if model:
-        model_rows += [(k, model[k]) for k in MODEL_KEYS[:-1] if k in model]
+        model_rows += [(k, model[k]) for k in MODEL_KEYS if k in model]
+        model_rows += [(k, v) for k, v in sorted((model.get("hparams") or {}).items())]
         model_rows += [(f"eval {k}", v) for k, v in sorted((model.get("eval_metrics") or {}).items())]
     blocks.insert(0, f"<section><h3>Model</h3><table>{_rows(model_rows)}</table></section>")
     if evaluation:
