@@ -6,12 +6,12 @@ import json
 from typing import cast
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
 from melodyflow.flows.ingest import choose_workers
 from melodyflow.flows.settings import DEFAULT_CONFIG
-from melodyflow.flows.reporting import artifact_key, browser_url, dataset_charts_png, progress_reporter
+from melodyflow.flows.reporting import artifact_key, dataset_charts_png, link, markdown_image, progress_reporter
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.melodies.configs import get_config
 from melodyflow.transforms.melodies.dataset import (INFO, MARKER, STATS, DatasetPlan, DatasetSettings, plan_dataset,
@@ -53,9 +53,13 @@ def _publish(summary: dict) -> None:
                           description=f"Melody dataset counters per split ({info['config']})")
     chart_url = storage.join(summary["out_dir"], "charts.png")
     if summary["status"] != "up_to_date" or not storage.exists(chart_url):  # drawing costs a matplotlib import
-        storage.write_bytes(chart_url, dataset_charts_png(stats, f"{info['config']} — {summary['data_root']}"))
-    create_image_artifact(image_url=browser_url(chart_url), key=artifact_key("dataset-charts", info["config"]),
-                          description="Melody-length histogram and pitch distribution")
+        charts = dataset_charts_png(stats, f"{info['config']} — {summary['data_root']}")
+        storage.write_bytes(chart_url, charts)
+    else:
+        charts = storage.read_bytes(chart_url)
+    create_markdown_artifact(key=artifact_key("dataset-charts", info["config"]),
+                             markdown=markdown_image(charts, "melody lengths and pitches") + "\n\n" + link(chart_url),
+                             description="Melody-length histogram and pitch distribution")
     create_markdown_artifact(
         key=artifact_key("dataset-summary", info["config"]),
         markdown="\n".join([
@@ -64,7 +68,7 @@ def _publish(summary: dict) -> None:
             f"- **Examples:** train {info['counts']['train']}, eval {info['counts']['eval']} "
             f"({info['format']} format, input size {info['input_size']}, {info['num_classes']} classes)",
             f"- **Source batches:** {', '.join(info['source_batches'])}",
-            f"- **Charts:** [{chart_url}]({browser_url(chart_url)})",
+            f"- **Charts:** {link(chart_url)}",
         ]),
         description="Where the melody dataset is")
     summary["charts"] = chart_url

@@ -49,6 +49,16 @@ def primers_task(source: str, directory: str, window: PrimerWindow, count: int =
     return directory
 
 
+@task(name="write-gallery", cache_policy=NONE)
+def gallery_task(out: str) -> str:
+    """``OUT/index.html`` from the generation index and, when present, ``OUT/evaluation.json``."""
+    from melodyflow.models.generation.gallery import write_gallery
+
+    url = write_gallery(out)
+    get_run_logger().info("Gallery: %s", url)
+    return url
+
+
 @task(name="build-demo-corpus", cache_policy=NONE)
 def demo_corpus_task(directory: str) -> str:
     logger = get_run_logger()
@@ -83,7 +93,7 @@ def _same_request(previous: dict | None, bundle: str, primers: str, options: dic
 
 
 def _generate(source: str, data_root: str, training: dict, primers: str | None, window: PrimerWindow | None,
-              sampling: dict) -> dict:
+              sampling: dict, audio: bool) -> dict:
     """Melodies from the model for the primers: the ones already written for the same request, or new."""
     bundle = training["bundle"]
     run_name = training["run_dir"].rstrip("/").rsplit("/", 1)[-1]
@@ -97,14 +107,15 @@ def _generate(source: str, data_root: str, training: dict, primers: str | None, 
     index_url = storage.join(out, INDEX)
     previous = json.loads(storage.read_text(index_url)) if storage.exists(index_url) else None
     request = {**sampling, "primer_window": file_window.describe() if file_window else None}
-    if previous is not None and _same_request(previous, bundle, primer_spec, request):
+    if previous is not None and _same_request(previous, bundle, primer_spec, request) \
+            and bool(previous.get("audio")) == audio:
         get_run_logger().info("Melodies from %s for these primers and options already in %s; skipping", bundle, out)
         return {**previous, "status": "up_to_date", "index": index_url}
     if primers is None:
         primers_task(source, primer_spec, window)
     return {"status": "generated", **generate_melodies(
         bundle=bundle, output=out, primers=primer_spec, primer_bars=file_window.bars if file_window else None,
-        primer_start_bar=file_window.start_bar if file_window else None, **sampling)}
+        primer_start_bar=file_window.start_bar if file_window else None, audio=audio, **sampling)}
 
 
 @flow(name="melody-pipeline")
@@ -113,13 +124,15 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_ro
                     num_training_steps: int = DEFAULTS.num_training_steps, hparams: str = DEFAULTS.hparams,
                     primers: str | None = None, num_outputs: int = DEFAULTS.num_outputs,
                     num_steps: int = DEFAULTS.num_steps, temperature: float = DEFAULTS.temperature,
-                    primer_bars: int | None = None, primer_start_bar: int | None = None) -> dict | State:
+                    primer_bars: int | None = None, primer_start_bar: int | None = None,
+                    audio: bool = True) -> dict | State:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     The model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
     ``primers`` (glob, directory or file) replaces the default primers, excerpts of the corpus;
     ``primer_bars`` and ``primer_start_bar`` choose the window of each primer file (default for the
     corpus excerpts: two bars from the first note's bar; for ``primers``: the whole file).
+    ``audio=False`` writes no WAVs. The run ends with the gallery, ``<generated>/index.html``.
     """
     if source is None:
         source = demo_corpus_task(default_cache_dir())
@@ -132,6 +145,8 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_ro
     training = _train(data_root, config, dataset, hparams, num_training_steps)
     window = PrimerWindow(primer_bars, primer_start_bar) if primer_bars else None
     generation = _generate(source, data_root, training, primers, window,
-                           {"num_outputs": num_outputs, "num_steps": num_steps, "temperature": temperature})
+                           {"num_outputs": num_outputs, "num_steps": num_steps, "temperature": temperature},
+                           audio)
+    gallery = gallery_task(generation["index"].rsplit("/", 1)[0])
     return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset,
-            "training": training, "generation": generation}
+            "training": training, "generation": {**generation, "gallery": gallery}, "gallery": gallery}

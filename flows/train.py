@@ -6,11 +6,11 @@ from typing import cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (create_image_artifact, create_markdown_artifact, create_progress_artifact,
-                               create_table_artifact, update_progress_artifact)
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
 from prefect.cache_policies import NONE
 
-from melodyflow.flows.reporting import artifact_key, browser_url, loss_curve_png
+from melodyflow.flows.reporting import artifact_key, link, loss_curve_png, markdown_image
 from melodyflow.flows.settings import DEFAULT_CONFIG
 from melodyflow.models.training.loop import TrainSettings
 from melodyflow.transforms.io import storage
@@ -87,15 +87,17 @@ def train_melody_model(
     create_table_artifact(key=artifact_key("training-metrics", config), table=rows,
                           description=f"Latest metrics at step {result['step']}")
     curve_url = storage.join(run_dir, "loss_curve.png")
-    storage.write_bytes(curve_url, loss_curve_png(result["history"], f"{config} — {run_dir}"))
-    create_image_artifact(image_url=browser_url(curve_url), key=artifact_key("loss-curve", config),
-                          description="Train and eval loss")
+    curve = loss_curve_png(result["history"], f"{config} — {run_dir}")
+    storage.write_bytes(curve_url, curve)
+    create_markdown_artifact(key=artifact_key("loss-curve", config),
+                             markdown=markdown_image(curve, "train and eval loss") + "\n\n" + link(curve_url),
+                             description="Train and eval loss")
     create_markdown_artifact(
         key=artifact_key("training-summary", config),
         markdown="\n".join([
             f"# Training `{config}`", "",
             f"- **Steps:** {result['start_step']} → {result['step']}",
-            f"- **Bundle:** [{result['bundle']}]({browser_url(result['bundle'])})",
+            f"- **Bundle:** {link(storage.join(result['bundle'], 'bundle.json'), result['bundle'])}",
             f"- **TensorBoard:** `tensorboard --logdir {run_dir}`",
             f"- **Divergence recoveries:** {len(result['divergence_events'])}",
         ]),

@@ -7,7 +7,7 @@ import json
 
 from melodyflow.flows.cli import output
 from melodyflow.flows.cli.command import Command, UsageError
-from melodyflow.flows.cli.options import add_setting, at_least, positive_float
+from melodyflow.flows.cli.options import add_audio_arg, add_setting, at_least, positive_float
 from melodyflow.models.generation.sampling import GenerationOptions
 
 
@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 help="random seed; same inputs and seed, same outputs")
     parser.add_argument("--continuation-only", action="store_true",
                         help="write only the generated continuation, not the primer")
+    add_audio_arg(parser)
 
 
 def primer_events(text: str | None) -> list[int] | None:
@@ -87,15 +88,15 @@ def run(args: argparse.Namespace) -> dict:
         beam_size=args.beam_size, branch_factor=args.branch_factor,
         steps_per_iteration=args.steps_per_iteration, qpm=args.qpm, seed=args.seed,
         continuation_only=args.continuation_only, primer_bars=args.primer_bars,
-        primer_start_bar=args.primer_start_bar)
+        primer_start_bar=args.primer_start_bar, audio=args.audio)
 
 
 COMMAND = Command(
     name="generate",
     summary="generate melodies from a trained bundle for every primer",
     description="Generate melodies from a bundle (or RUN_DIR's latest bundle) for every primer MIDI file, in "
-                "parallel: OUT/<primer-id>/<nnn>.mid, a piano-roll .png per output, a .wav when FluidSynth "
-                "and a General MIDI soundfont are installed, and OUT/index.json. Exits with status 1 when no "
-                "primer succeeded.",
+                "parallel: OUT/<primer-id>/<nnn>.mid, a piano-roll .png and a .wav per output (FluidSynth when "
+                "installed, else the General MIDI soundfont that pretty_midi ships), OUT/index.json, and a "
+                "gallery to open in a browser, OUT/index.html. Exits with status 1 when no primer succeeded.",
     add_arguments=add_arguments, check=check, run=run, show=output.show_generation,
     failure=output.generation_failure)

@@ -99,6 +99,12 @@ def config_names() -> tuple[str, ...]:
     return tuple(CONFIGS)
 
 
+def add_audio_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-audio", dest="audio", action="store_false",
+                        help="write no WAV files (by default each output gets one, from FluidSynth when installed, "
+                             "else from the bundled General MIDI soundfont)")
+
+
 def add_config_arg(parser: argparse.ArgumentParser, what: str) -> None:
     from melodyflow.flows.settings import DEFAULT_CONFIG
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 COUNT_KEYS = ("found", "converted", "duplicates", "failed", "sequences", "tunes_failed", "already_ingested",
               "ignored")
 
@@ -56,7 +58,16 @@ def show_generation(index: dict) -> None:
     for entry in index["primers"]:
         if entry["status"] != "ok":
             print(f"  {entry['id']}: failed: {entry['error']}")
-    print(f"  index  {index['index']}")
+    audio = index.get("audio")
+    print(f"  audio    {audio['description'] if audio else 'off'}")
+    print(f"  index    {index['index']}")
+    if index.get("gallery"):
+        print(f"  gallery  {location(index['gallery'])}")
+
+
+def location(url: str) -> str:
+    """A URL as given; a local path made absolute, so it can be pasted into a browser or a shell."""
+    return url if "://" in url else os.path.abspath(url)
 
 
 def generation_failure(index: dict) -> str | None:
@@ -75,7 +86,7 @@ def show_pipeline(result: dict) -> None:
     else:
         show_training(training)
     show_generation(result["generation"])
-    print(f"Listen and look: {result['generation']['index'].rsplit('/', 1)[0]}/<primer>/<nnn>.mid and .png")
+    print(f"Listen and look: {location(result['gallery'])}")
 
 
 def pipeline_failure(result: dict) -> str | None:

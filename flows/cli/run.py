@@ -7,7 +7,8 @@ import argparse
 from melodyflow.flows.cli import checks, output
 from melodyflow.flows.cli.command import Command
 from melodyflow.flows.cli.generate import add_sampling_args, add_window_args, check_window
-from melodyflow.flows.cli.options import add_config_arg, add_setting, add_workers_arg, at_least, default_of
+from melodyflow.flows.cli.options import (add_audio_arg, add_config_arg, add_setting, add_workers_arg, at_least,
+                                          default_of)
 from melodyflow.flows.cli.train import check_hparams
 from melodyflow.flows.settings import RunSettings
 
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_window_args(parser, f" (default: {default_of(RunSettings, 'corpus_primer_bars')} bars for the corpus "
                             "excerpts, the whole file for --primers)")
     add_sampling_args(parser, RunSettings)
+    add_audio_arg(parser)
 
 
 def check(args: argparse.Namespace) -> None:
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> dict:
     return melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers, config=args.config,
                            num_training_steps=args.num_training_steps, hparams=args.hparams, primers=args.primers,
                            num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
-                           primer_bars=args.primer_bars, primer_start_bar=args.primer_start_bar)
+                           primer_bars=args.primer_bars, primer_start_bar=args.primer_start_bar, audio=args.audio)
 
 
 COMMAND = Command(
@@ -53,8 +55,8 @@ COMMAND = Command(
     summary="run every stage: ingest, build a dataset, train a model and generate melodies",
     description="Run every stage end to end: ingest SOURCE into DATA_ROOT, build the melody dataset for "
                 "--config, train a small model in DATA_ROOT/runs/, and generate melodies from primers into "
-                "DATA_ROOT/generated/ (MIDI files and piano-roll PNGs). With no SOURCE, the built-in demo "
-                "corpus is rendered and used. A stage whose outputs are complete for the same inputs and "
-                "settings is skipped, so a re-run with nothing new returns in seconds.",
+                "DATA_ROOT/generated/ (MIDI files, piano-roll PNGs, WAVs and a gallery, index.html). With no "
+                "SOURCE, the built-in demo corpus is rendered and used. A stage whose outputs are complete for "
+                "the same inputs and settings is skipped, so a re-run with nothing new returns in seconds.",
     add_arguments=add_arguments, check=check, run=run, show=output.show_pipeline,
     failure=output.pipeline_failure)
