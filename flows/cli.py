@@ -187,7 +187,48 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("directory", nargs="?", default=None,
                       help="output directory (default: the user cache, ~/.cache/melodyflow/...)")
     _add_json_arg(demo)
+    _add_import_magenta_parser(sub)
     return parser
+
+
+def _add_import_magenta_parser(sub) -> None:
+    imp = sub.add_parser(
+        "import-magenta", help="import a Magenta Melody RNN (.mag bundle or run directory) as a melodyflow bundle",
+        description="Read a Magenta generator bundle (.mag, from melody_rnn_generate --save_generator_bundle) or "
+                    "a melody_rnn_train run directory, map its weights onto melodyflow's model and write "
+                    "OUT/bundles/v0001 with OUT/bundles/LATEST, which generate and train accept like any "
+                    "bundle. basic_rnn, mono_rnn and lookback_rnn import; attention_rnn is refused (its "
+                    "attention differs from melodyflow's). Nothing is written unless the whole import succeeds.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("source", help="a .mag file, or a Magenta run directory (then --config is required)")
+    imp.add_argument("out", help="new directory or URL for the bundle (an existing non-empty one is refused)")
+    imp.add_argument("--config", default=None, choices=CONFIG_NAMES,
+                     help="the Magenta config the model was trained with: required for a run directory, and "
+                          "for a bundle whose generator id is not one of Magenta's melody_rnn configs")
+    imp.add_argument("--hparams", default=None, metavar="SPEC",
+                     help="training hparams to record for fine-tuning (layer sizes always come from the "
+                          "checkpoint; default: Magenta's defaults for the config)")
+    _add_json_arg(imp)
+
+
+def _print_import(result: dict) -> None:
+    verb = "already imported" if result["status"] == "up_to_date" else "imported"
+    sizes = "x".join(str(s) for s in result["rnn_layer_sizes"])
+    print(f"{result['source']}: {verb} as {result['config']} ({sizes} LSTM, {result['tensor_naming']} names)")
+    print(f"  bundle      {result['bundle']}")
+    if result["self_check_max_abs_prob_diff"] is not None:
+        print(f"  self-check  max |dp| {result['self_check_max_abs_prob_diff']:.1e} against Magenta's equations")
+
+
+def _run_import_magenta(args: argparse.Namespace) -> int:
+    from melodyflow.flows.import_magenta import import_magenta_bundle
+    from melodyflow.models.bundles.magenta_import import check_target, plan_import
+
+    # Every input error (bad file, unknown id, missing tensor, shape, occupied OUT) before a flow run exists.
+    check_target(args.out, plan_import(args.source, args.config, args.hparams))
+    result = import_magenta_bundle(source=args.source, out=args.out, config=args.config, hparams=args.hparams)
+    _emit(args, result, _print_import)
+    return 0
 
 
 def _print_counts(summary: dict) -> None:
@@ -345,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                 continuation_only=args.continuation_only)
             _emit(args, result, _print_generation)
             return 0
+        if args.command == "import-magenta":
+            return _run_import_magenta(args)
         if args.command == "run":
             from melodyflow.flows.pipeline import melody_pipeline
 
