@@ -301,7 +301,7 @@ def test_cli_import_is_idempotent_refuses_to_overwrite_and_feeds_generate(prefec
     out.mkdir()  # an empty directory is fine: it is replaced whole
     assert main(["import-magenta", mag, str(out), "--json"]) == 0
     first = json.loads(capsys.readouterr().out)
-    assert first["status"] == "imported" and first["self_check_max_abs_prob_diff"] < 1e-6
+    assert first["status"] == "imported" and first["self_check_max_abs_prob_diff"] < 1e-5
     weights = (out / "bundles" / "v0001" / "model.weights.h5").read_bytes()
     assert main(["import-magenta", mag, str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "up_to_date"
