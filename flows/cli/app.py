@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 
-from melodyflow.flows.cli import dataset, demo, generate, ingest, run, server, train
+from melodyflow.flows.cli import dataset, demo, generate, import_magenta, ingest, run, server, train
 from melodyflow.flows.cli.command import Command, UsageError
 from melodyflow.flows.cli.options import EPILOG, HelpFormatter, Parser, add_output_args
 
@@ -19,6 +19,7 @@ COMMANDS: tuple[Command, ...] = (
     dataset.COMMAND,
     train.COMMAND,
     generate.COMMAND,
+    import_magenta.COMMAND,
     demo.COMMAND,
     server.COMMAND,
 )

@@ -116,7 +116,8 @@ class MelodyGenerator:
     def generate(self, primer_melody, options: GenerationOptions, seed_offset: int = 0) -> list[GeneratedMelody]:
         """``options.num_outputs`` melodies continuing ``primer_melody`` up to ``num_steps`` steps."""
         primer = copy.deepcopy(primer_melody)
-        primer.squash(self.config.min_note, self.config.max_note, self.config.transpose_to_key)
+        # Into the model's range and key, and back afterwards (as Magenta does): outputs stay in the primer's key.
+        shift = primer.squash(self.config.min_note, self.config.max_note, self.config.transpose_to_key)
         if len(primer) > options.num_steps:
             raise GenerationError(f"the primer is {len(primer)} steps long, more than --num-steps "
                                   f"{options.num_steps}: take a few bars of it with --primer-bars N (and "
@@ -148,6 +149,8 @@ class MelodyGenerator:
         for i in range(options.num_outputs):
             idx = i * group + int(np.argmax(scores[i * group:(i + 1) * group]))
             best.append(GeneratedMelody(sequences[idx], len(primer), float(scores[idx])))
+        for result in best:
+            result.melody.transpose(-shift)
         return best
 
     def _extend(self, sequences, state, scores, steps, temperature, rng):

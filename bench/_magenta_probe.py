@@ -1,0 +1,42 @@
+"""Runs inside Magenta's own venv (through ../shared/tools/magenta-reference/run): Magenta's softmax for a melody.
+
+Loads a ``.mag`` with Magenta's generator classes exactly as ``melody_rnn_generate`` does (metagraph import +
+checkpoint restore), squashes the melody with the config's range and key, runs the whole melody through the
+graph in one call at temperature 1, and writes the ``[steps, classes]`` probabilities as JSON.
+
+    PYTHONPATH=bench VENV/bin/python ../shared/tools/magenta-reference/run _magenta_probe BUNDLE.mag EVENTS OUT.json
+"""
+
+import json
+import sys
+
+import note_seq
+import numpy as np
+import tensorflow.compat.v1 as tf
+from magenta.models.melody_rnn import melody_rnn_model, melody_rnn_sequence_generator
+from magenta.models.shared import sequence_generator_bundle
+
+
+def magenta_softmax(bundle_file: str, events: list) -> np.ndarray:
+    bundle = sequence_generator_bundle.read_bundle_file(bundle_file)
+    config = melody_rnn_model.default_configs[bundle.generator_details.id]
+    generator = melody_rnn_sequence_generator.MelodyRnnSequenceGenerator(
+        model=melody_rnn_model.MelodyRnnModel(config), details=config.details,
+        steps_per_quarter=config.steps_per_quarter, bundle=bundle)
+    generator.initialize()
+    model = generator._model  # noqa: SLF001 - the probe reads Magenta's own session and graph
+    melody = note_seq.Melody(events)
+    melody.squash(config.min_note, config.max_note, config.transpose_to_key)
+    inputs = config.encoder_decoder.get_inputs_batch([melody], full_length=True)
+    graph = model._session.graph  # noqa: SLF001
+    batch = model._batch_size()  # noqa: SLF001 - the graph's batch size is fixed; fill it with copies
+    feed = {graph.get_collection("inputs")[0]: inputs * batch, graph.get_collection("temperature")[0]: 1.0}
+    softmax = model._session.run(graph.get_collection("softmax")[0], feed)  # noqa: SLF001
+    return np.asarray(softmax[0], np.float64)
+
+
+if __name__ == "__main__":
+    tf.disable_v2_behavior()
+    probs = magenta_softmax(sys.argv[1], json.loads(sys.argv[2]))
+    with open(sys.argv[3], "w") as fh:
+        json.dump(probs.tolist(), fh)

@@ -1,0 +1,244 @@
+"""Proof of equality: Magenta 2.1.4's own bundles, imported, give Magenta's probabilities and greedy notes.
+
+    .venv/bin/python bench/magenta_equality.py [--magenta-venv DIR] [--scratch DIR] [--configs basic_rnn,lookback_rnn]
+        [--sizes small,default] [--steps 30] [--files 40]
+
+For each config and model size, with Magenta itself (``../shared/tools/magenta-reference``; set it up with
+its ``setup.sh``): convert a few dozen Nottingham tunes, build the config's dataset (``--eval_ratio=0.0``),
+train ``--steps`` steps, save a bundle with ``melody_rnn_generate --save_generator_bundle``, and generate
+greedily (``--temperature=0.001``) from each primer.  With melodyflow: ``melodyflow import-magenta`` the
+``.mag``, ``melodyflow generate`` from the same primer at the same temperature, and compare
+
+- ``max |dp|``: every next-step probability over primer + Magenta's continuation (all 128 steps), Magenta's
+  session (``_magenta_probe.py``, run in Magenta's venv) against the imported Keras model;
+- the notes (pitch, start, end) of the two MIDI files, primer included.
+
+Magenta's ``melody_rnn_generate`` starts generating one step after the primer's last note ends, so the
+primer it conditions on is the given one cut at that note's end plus a note-off step
+(:func:`magenta_effective_primer`); melodyflow's ``generate`` continues right after the events it is given,
+so it gets that effective primer.  Everything lands in ``--scratch`` (reused on a re-run: trained runs and
+bundles are kept), never in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# ../shared beside the checkout (or beside the worktrees' folder, for a git worktree one level deeper).
+SHARED = next((p for p in (os.path.join(ROOT, "..", "shared"), os.path.join(ROOT, "..", "..", "shared"))
+               if os.path.isdir(p)), os.path.join(ROOT, "..", "shared"))
+REFERENCE = os.path.join(SHARED, "tools", "magenta-reference")
+CORPUS = os.path.join(SHARED, "corpora", "nottingham")
+# The small model learns at 0.01 so that a few dozen steps already give it a melody of its own to compare.
+SIZES = {"small": "batch_size=8,rnn_layer_sizes=[16,16],learning_rate=0.01",
+         "default": "batch_size=128,rnn_layer_sizes=[128,128]"}
+PRIMERS = {
+    "scale": [60, -2, 62, -2, 64, -2, 65, -2],
+    "figure": [67, -2, 64, 60, 62, -2, 64, -2, 65, -2, 62, -2, 67, -2, -2, -2,
+               67, -2, 64, 60, 62, -2, 64, -2, 65, -2, 62, -2, 60, -2, -2, -2],
+    # D major above basic_rnn's range: both squash it into C in range and transpose the output back.
+    "d_high": [86, -2, 88, -2, 90, -2, 91, -2, 93, -2, -2, -2, 90, -2, 86, -1],
+}
+QPM = 120.0
+NUM_STEPS = 128
+
+
+def magenta_effective_primer(events: list[int]) -> list[int]:
+    """The events ``melody_rnn_generate`` conditions on: the primer cut where its last note ends, then that
+    note's note-off (``Melody.set_length`` ends a sustained note when it extends the melody by the one step
+    between the primer's end and the requested start)."""
+    last_onset = max(i for i, e in enumerate(events) if e >= 0)
+    end = next((i for i in range(last_onset + 1, len(events)) if events[i] != -2), len(events))
+    return list(events[:end]) + [-1]
+
+
+def _run(cmd: list[str], log: str, env: dict | None = None) -> str:
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=fh, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+    return proc.stdout
+
+
+class Magenta:
+    """Magenta's commands through the reference tool, each in its own process."""
+
+    def __init__(self, venv: str, scratch: str):
+        self.python = os.path.join(venv, "bin", "python")
+        self.run_tool = os.path.join(REFERENCE, "run")
+        self.scratch = scratch
+        self.log = os.path.join(scratch, "magenta.log")
+
+    def __call__(self, module: str, *flags: str, env: dict | None = None) -> str:
+        return _run([self.python, self.run_tool, module, *flags], self.log, env)
+
+    def dataset(self, config: str, corpus: str, files: int) -> str:
+        out = os.path.join(self.scratch, f"seqex_{config}")
+        records = os.path.join(out, "training_melodies.tfrecord")
+        if not os.path.exists(records):
+            ns = os.path.join(self.scratch, "notesequences.tfrecord")
+            if not os.path.exists(ns):
+                subset = os.path.join(self.scratch, "corpus")
+                os.makedirs(subset, exist_ok=True)
+                for name in sorted(f for f in os.listdir(corpus) if f.endswith(".mid"))[:files]:
+                    shutil.copy(os.path.join(corpus, name), subset)
+                self("magenta.scripts.convert_dir_to_note_sequences", f"--input_dir={subset}",
+                     f"--output_file={ns}", "--recursive")
+            self("magenta.models.melody_rnn.melody_rnn_create_dataset", f"--config={config}", f"--input={ns}",
+                 f"--output_dir={out}", "--eval_ratio=0.0")
+        return records
+
+    def bundle(self, config: str, size: str, records: str, steps: int) -> str:
+        run_dir = os.path.join(self.scratch, f"run_{config}_{size}_{steps}")
+        mag = os.path.join(self.scratch, f"{config}_{size}_{steps}.mag")
+        if not os.path.exists(mag):
+            self("magenta.models.melody_rnn.melody_rnn_train", f"--config={config}", f"--run_dir={run_dir}",
+                 f"--sequence_example_file={records}", f"--num_training_steps={steps}", f"--hparams={SIZES[size]}")
+            self("magenta.models.melody_rnn.melody_rnn_generate", f"--config={config}", f"--run_dir={run_dir}",
+                 f"--hparams={SIZES[size]}", f"--bundle_file={mag}", "--save_generator_bundle",
+                 "--bundle_description=melodyflow bench/magenta_equality.py")
+        return mag
+
+    def greedy(self, mag: str, primer: list[int], out: str) -> str:
+        shutil.rmtree(out, ignore_errors=True)
+        self("magenta.models.melody_rnn.melody_rnn_generate", f"--bundle_file={mag}", f"--output_dir={out}",
+             "--num_outputs=1", f"--num_steps={NUM_STEPS}", f"--primer_melody={json.dumps(primer)}",
+             "--temperature=0.001", f"--qpm={QPM}")
+        (midi,) = glob.glob(os.path.join(out, "*.mid"))
+        return midi
+
+    def softmax(self, mag: str, events: list[int], out: str):
+        import numpy as np
+
+        env = {**os.environ, "PYTHONPATH": HERE}
+        self("_magenta_probe", mag, json.dumps(events), out, env=env)
+        with open(out) as fh:
+            return np.asarray(json.load(fh))
+
+
+def melodyflow(*args: str, log: str) -> dict:
+    return json.loads(_run([sys.executable, "-m", "melodyflow.flows.cli", *args, "--json"], log))
+
+
+def notes(midi_path: str) -> list[tuple[int, float, float]]:
+    import note_seq
+
+    seq = note_seq.midi_file_to_note_sequence(midi_path)
+    ordered = sorted(seq.notes, key=lambda n: (n.start_time, n.pitch))
+    return [(n.pitch, round(n.start_time, 6), round(n.end_time, 6)) for n in ordered]
+
+
+def events_of(midi_path: str) -> list[int]:
+    """The ``NUM_STEPS`` events of a generated MIDI file (what both models are then fed for the probabilities);
+    after the last note: its note-off, then no-events."""
+    import note_seq
+
+    quantized = note_seq.quantize_note_sequence(note_seq.midi_file_to_note_sequence(midi_path), 4)
+    melody = note_seq.Melody()
+    melody.from_quantized_sequence(quantized, gap_bars=10 ** 6, ignore_polyphonic_notes=True)
+    events = list(melody)
+    return events + ([-1] + [-2] * (NUM_STEPS - len(events) - 1) if len(events) < NUM_STEPS else [])
+
+
+def keras_softmax(bundle: str, events: list[int]):
+    import numpy as np
+    from note_seq.melodies_lib import Melody
+
+    from melodyflow.models.bundles.bundle import load_bundle
+    from melodyflow.transforms.melodies.configs import get_config
+
+    model, meta = load_bundle(bundle)
+    config = get_config(meta["config"])
+    melody = Melody(events)
+    melody.squash(config.min_note, config.max_note, config.transpose_to_key)
+    inputs = np.asarray(config.encoder_decoder.get_inputs_batch([melody], full_length=True), np.float32)
+    logits = np.asarray(model(inputs, training=False))[0].astype(np.float64)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return probs / probs.sum(axis=-1, keepdims=True)
+
+
+def compare(magenta: Magenta, config: str, size: str, mag: str, primer_name: str) -> dict:
+    import numpy as np
+
+    work = os.path.join(magenta.scratch, "compare", f"{config}_{size}")
+    log = os.path.join(magenta.scratch, "melodyflow.log")
+    imported = os.path.join(work, "imported")
+    result = melodyflow("import-magenta", mag, imported, log=log)
+    primer = PRIMERS[primer_name]
+    ref_midi = magenta.greedy(mag, primer, os.path.join(work, f"magenta-{primer_name}"))
+    out = os.path.join(work, f"melodyflow-{primer_name}")
+    shutil.rmtree(out, ignore_errors=True)
+    index = melodyflow("generate", imported, "--output", out, "--primer-melody",
+                       json.dumps(magenta_effective_primer(primer)), "--temperature", "0.001",
+                       "--num-outputs", "1", "--num-steps", str(NUM_STEPS), "--qpm", str(QPM), log=log)
+    ours_midi = os.path.join(out, index["primers"][0]["outputs"][0]["midi"])
+    events = events_of(ref_midi)
+    p_ref = magenta.softmax(mag, events, os.path.join(work, f"softmax-{primer_name}.json"))
+    p_ours = keras_softmax(imported, events)
+    ref_notes, our_notes = notes(ref_midi), notes(ours_midi)
+    primer_end = len(magenta_effective_primer(primer)) * 60.0 / QPM / 4
+    return {"config": config, "size": size, "layers": result["rnn_layer_sizes"], "primer": primer_name,
+            "steps_compared": int(p_ref.shape[0]), "max_abs_dp": float(np.max(np.abs(p_ref - p_ours))),
+            "notes_magenta": len(ref_notes), "notes_melodyflow": len(our_notes),
+            "generated_notes": sum(1 for n in ref_notes if n[1] >= primer_end - 1e-9),
+            "greedy_equal": ref_notes == our_notes, "magenta_notes": ref_notes, "melodyflow_notes": our_notes}
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'config':<13} {'layers':<8} {'primer':<7} {'steps':>5} {'max |dp|':>9} {'notes M/mf':>10} "
+          f"{'generated':>9}  greedy notes equal")
+    for r in rows:
+        print(f"{r['config']:<13} {'x'.join(map(str, r['layers'])):<8} {r['primer']:<7} {r['steps_compared']:>5} "
+              f"{r['max_abs_dp']:>9.2e} {r['notes_magenta']:>5}/{r['notes_melodyflow']:<4} {r['generated_notes']:>9}  "
+              f"{'yes' if r['greedy_equal'] else 'NO'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    venv = os.environ.get("MAGENTA_VENV", os.path.join(ROOT, "..", "magenta-venv"))
+    parser.add_argument("--magenta-venv", default=venv,
+                        help="the venv setup.sh made (default: $MAGENTA_VENV or ../magenta-venv)")
+    parser.add_argument("--scratch", default=os.path.join(ROOT, "..", "magenta-scratch", "equality"))
+    parser.add_argument("--corpus", default=CORPUS)
+    parser.add_argument("--files", type=int, default=40, help="Nottingham files to train on (default 40)")
+    parser.add_argument("--configs", default="basic_rnn,lookback_rnn")
+    parser.add_argument("--sizes", default="small,default", help=f"of {', '.join(SIZES)}")
+    parser.add_argument("--steps", type=int, default=50, help="Magenta training steps (default 50)")
+    parser.add_argument("--primers", default=",".join(PRIMERS), help=f"of {', '.join(PRIMERS)}")
+    parser.add_argument("--json", default=None, help="also write every row (with the note lists) here")
+    args = parser.parse_args()
+    if not os.path.exists(os.path.join(args.magenta_venv, "bin", "python")):
+        print(f"no Magenta venv at {args.magenta_venv}: run bash {REFERENCE}/setup.sh DIR", file=sys.stderr)
+        return 2
+    os.makedirs(args.scratch, exist_ok=True)
+    magenta = Magenta(os.path.abspath(args.magenta_venv), os.path.abspath(args.scratch))
+    rows, started = [], time.monotonic()
+    for config in args.configs.split(","):
+        records = magenta.dataset(config, args.corpus, args.files)
+        for size in args.sizes.split(","):
+            mag = magenta.bundle(config, size, records, args.steps)
+            for primer_name in args.primers.split(","):
+                rows.append(compare(magenta, config, size, mag, primer_name))
+                print_table(rows[-1:])
+    print_table(rows)
+    print(f"\nMagenta trained {args.steps} steps on {args.files} Nottingham tunes per model; greedy = temperature "
+          f"0.001, {NUM_STEPS} steps at {QPM:g} qpm; {time.monotonic() - started:.0f} s in all. Logs: {args.scratch}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0 if all(r["greedy_equal"] and r["max_abs_dp"] <= 1e-5 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
