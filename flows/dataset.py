@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import cast
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -99,7 +99,7 @@ def build_melody_dataset(
                               steps_per_quarter=melody_config.steps_per_quarter))
     RunnerConfig(runner=runner, workers=workers or 1, options=dict(runner_options or {}))  # fail before planning
     plan = cast(DatasetPlan, plan_task(data_root, settings))  # a sync task returns its value
-    summary = {"data_root": data_root, "out_dir": plan.out_dir}
+    summary: dict[str, Any] = {"data_root": data_root, "out_dir": plan.out_dir}
     if not force and up_to_date(plan):
         get_run_logger().info("Dataset %s is up to date (same batches and settings); nothing to do",
                               plan.out_dir)

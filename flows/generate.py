@@ -107,7 +107,7 @@ def generate_melodies(
     jobs: list[tuple[str, str | None, list[int] | None]]  # (id, primer file, primer events)
     if primers:
         found = find_primers(primers)
-        jobs: list[tuple[str, str | None, list[int] | None]] = [(primer_id(rel), url, None) for rel, url in found]
+        jobs = [(primer_id(rel), url, None) for rel, url in found]
         logger.info("%d primer file(s) from %s", len(jobs), primers)
     elif primer_melody:
         jobs = [("primer-melody", None, list(primer_melody))]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -129,7 +129,7 @@ def ingest_corpus(
     )
     RunnerConfig(runner=runner, workers=workers or 1, options=dict(runner_options or {}))  # fail before listing
     plan = cast(IngestPlan, plan_batch(source, data_root, settings))  # a sync task returns its value
-    summary = {"source": source, "data_root": data_root, "batch_id": plan.batch_id if plan.files else None,
+    summary: dict[str, Any] = {"source": source, "data_root": data_root, "batch_id": plan.batch_id if plan.files else None,
                "batch_dir": plan.batch_dir if plan.files else None}
     if plan.is_empty:
         get_run_logger().info("Nothing new to ingest from %s", source)
@@ -141,7 +141,7 @@ def ingest_corpus(
         # quote(): Prefect would otherwise walk the plan's listing looking for futures (≈40 µs a file).
         count, why = choose_workers(workers, runner, sizing.ingest_seconds(*parsing_bytes(plan.files, settings)),
                                     sizing.INGEST)
-        report = convert_batch(quote(plan), RunnerConfig(runner=runner, workers=count,
+        report = convert_batch(quote(plan), RunnerConfig(runner=runner, workers=count,  # type: ignore[call-overload]
                                                          options=dict(runner_options or {})), why)
         summary.update(status="ingested", workers=count, shards=report["shards"], counts=report["counts"],
                        report=storage.join(plan.batch_dir, "report.json"),

@@ -112,6 +112,7 @@ def _generate(source: str, data_root: str, training: dict, primers: str | None, 
         get_run_logger().info("Melodies from %s for these primers and options already in %s; skipping", bundle, out)
         return {**previous, "status": "up_to_date", "index": index_url}
     if primers is None:
+        assert window is not None  # set above for corpus excerpts
         primers_task(source, primer_spec, window)
     return {"status": "generated", **generate_melodies(
         bundle=bundle, output=out, primers=primer_spec, primer_bars=file_window.bars if file_window else None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import os
+from typing import cast
+from uuid import UUID
 
 # Markdown artifacts live in Prefect's database: pictures are downscaled and palettized to a few tens of KB.
 MAX_IMAGE_WIDTH = 640
@@ -121,7 +123,7 @@ def progress_reporter(logger, key: str, what: str, unit: str):
     """A Beam-job progress callback: a Prefect progress artifact plus a log line per change."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    artifact_id = create_progress_artifact(progress=0.0, key=key, description=what)
+    artifact_id = cast(UUID, create_progress_artifact(progress=0.0, key=key, description=what))  # sync call
 
     def report(done: int, total: int) -> None:
         update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 from melodyflow.flows.cli import checks, output
 from melodyflow.flows.cli.command import Command
@@ -44,10 +45,11 @@ def check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict:
     from melodyflow.flows.pipeline import melody_pipeline
 
-    return melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers, config=args.config,
+    result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers, config=args.config,
                            num_training_steps=args.num_training_steps, hparams=args.hparams, primers=args.primers,
                            num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
                            primer_bars=args.primer_bars, primer_start_bar=args.primer_start_bar, audio=args.audio)
+    return cast(dict, result)  # a failed run raises its StageError instead of returning a state
 
 
 COMMAND = Command(

@@ -20,6 +20,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.action != "stop" and not local_server.wants_background_server():
         raise UsageError("PREFECT_API_URL is set (or MELODYFLOW_PREFECT_SERVER=ephemeral): commands use that, "
                          "not melodyflow's local server")
+    state: local_server.ServerState | None
     if args.action == "start":
         state = local_server.ensure_server(log=lambda m: print(m, file=sys.stderr))
     elif args.action == "status":

@@ -19,6 +19,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_QPM = 120.0
 # A primer is a few bars; anything far bigger is a mistake or an attack, refused before parsing.
@@ -50,7 +51,7 @@ class PrimerWindow:
 
 @dataclass
 class Primer:
-    melody: object  # note_seq.Melody
+    melody: Any  # note_seq.Melody
     qpm: float
     instrument: int | None
     program: int

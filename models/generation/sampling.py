@@ -14,6 +14,7 @@ import copy
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class GenerationOptions:
 
 @dataclass
 class GeneratedMelody:
-    melody: object  # note_seq.Melody including the primer
+    melody: Any  # note_seq.Melody including the primer
     primer_steps: int
     log_likelihood: float
 
