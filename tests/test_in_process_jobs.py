@@ -56,10 +56,7 @@ def test_in_process_jobs_write_what_the_beam_jobs_write(tmp_path):
         assert beam[2] == local[2], name  # shards, manifests, dead letters, stats: every byte
 
 
-@pytest.mark.slow
-def test_in_process_jobs_import_no_beam(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(3)})
-    script = f"""
+NO_BEAM_SCRIPT = """
 import json, sys
 from melodyflow.transforms.ingest.batches import plan_ingest
 from melodyflow.transforms.ingest.files import IngestSettings
@@ -67,15 +64,44 @@ from melodyflow.transforms.ingest.steps import run_ingest_in_process
 from melodyflow.transforms.melodies.configs import get_config
 from melodyflow.transforms.melodies.dataset import DatasetSettings, plan_dataset
 from melodyflow.transforms.melodies.steps import run_dataset_in_process
-run_ingest_in_process(plan_ingest({str(corpus)!r}, {str(tmp_path / 'data')!r}, IngestSettings(collection="c")))
-result = run_dataset_in_process(plan_dataset({str(tmp_path / 'data')!r}, DatasetSettings(config=get_config("basic_rnn"))))
-print(json.dumps([sorted(m for m in sys.modules if m.split(".")[0] in ("apache_beam", "tensorflow")),
-                  result["info"]["counts"]]))
+corpus, data = sys.argv[1:3]
+run_ingest_in_process(plan_ingest(corpus, data, IngestSettings(collection="c")))
+result = run_dataset_in_process(plan_dataset(data, DatasetSettings(config=get_config("basic_rnn"))))
+heavy = ("apache_beam", "tensorflow", "note_seq", "matplotlib")
+loaded = [m for m in heavy if m in sys.modules]  # the packages themselves, not note_seq.protobuf.music_pb2
+print(json.dumps([loaded, result["info"]["counts"], "note_seq.protobuf.music_pb2" in sys.modules]))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_in_process_jobs_import_no_beam(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(3)})
+    done = subprocess.run([sys.executable, "-c", NO_BEAM_SCRIPT, str(corpus), str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    modules, counts = json.loads(done.stdout.strip().splitlines()[-1])
-    assert modules == [] and counts["train"] + counts["eval"] > 0
+    modules, counts, generated_proto = json.loads(done.stdout.strip().splitlines()[-1])
+    assert modules == [] and generated_proto  # of note-seq, only its generated proto module
+    assert counts["train"] + counts["eval"] > 0
+
+
+def test_note_sequence_class_is_note_seqs_own_without_its_package():
+    script = """
+import json, pickle, sys
+from melodyflow.transforms.melodies.proto import note_sequence_class
+cls = note_sequence_class()
+loaded = "note_seq" in sys.modules
+seq = cls(id="x", total_time=2.0)
+seq.notes.add(pitch=60, velocity=80, start_time=0.0, end_time=1.0)
+seq.tempos.add(qpm=120)
+blob = pickle.dumps(seq)
+import note_seq
+from note_seq import sequences_lib
+quantized = sequences_lib.quantize_note_sequence(pickle.loads(blob), 4)
+print(json.dumps([loaded, note_seq.NoteSequence is cls, type(quantized) is cls, len(quantized.notes)]))
+"""
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [False, True, True, 1]
 
 
 def test_sizing_runs_small_jobs_in_process_and_large_ones_on_every_cpu():
@@ -93,3 +119,12 @@ def test_sizing_runs_small_jobs_in_process_and_large_ones_on_every_cpu():
     # a job needs about 9.4 s of single-worker work before they are chosen.
     assert sizing.INGEST.workers_for(9.0, 2) == 1 and sizing.INGEST.workers_for(10.0, 2) == 2
     assert sizing.DATASET.workers_for(13.0, 2) == 1 and sizing.DATASET.workers_for(14.5, 2) == 2
+
+
+def test_encoding_sizes_match_note_seqs_encoders():
+    from melodyflow.transforms.melodies import encoding_compiled
+    from melodyflow.transforms.melodies.configs import CONFIGS
+
+    for config in CONFIGS.values():
+        assert encoding_compiled.input_size(config) == config.encoder_decoder.input_size, config.name
+        assert encoding_compiled.num_classes(config) == config.encoder_decoder.num_classes, config.name
