@@ -39,8 +39,20 @@ import time
 
 import _harness as h
 
-REFERENCE_RUNNER = os.path.join(h.ROOT, "..", "shared", "tools", "magenta-reference", "run")
-DEFAULT_CORPUS = os.path.join(h.ROOT, "..", "shared", "corpora", "nottingham")
+
+
+def _shared() -> str:
+    """The project's shared directory: the nearest ``shared/`` beside the checkout or above it."""
+    here = h.ROOT
+    while os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+        if os.path.isdir(os.path.join(here, "shared", "corpora")):
+            return os.path.join(here, "shared")
+    return os.path.join(h.ROOT, "..", "shared")
+
+
+REFERENCE_RUNNER = os.path.join(_shared(), "tools", "magenta-reference", "run")
+DEFAULT_CORPUS = os.path.join(_shared(), "corpora", "nottingham")
 MELODYFLOW = os.path.join(os.path.dirname(sys.executable), "melodyflow")
 
 
@@ -76,7 +88,8 @@ def load() -> str:
 
 def first_files(corpus: str, count: int, dest: str) -> str:
     """The first ``count`` score files of ``corpus`` (distinct copies beyond its own size) in ``dest``."""
-    files = h.score_files(corpus)
+    if not h.score_files(corpus):
+        raise SystemExit(f"no score files in {corpus}")
     copies = h.copies_for(corpus, count)
     staged = h.scaled_corpus(corpus, copies, dest + ".all") if copies > 1 else corpus
     chosen = h.score_files(staged)[:count]
@@ -85,7 +98,6 @@ def first_files(corpus: str, count: int, dest: str) -> str:
         shutil.copyfile(os.path.join(staged, rel), os.path.join(dest, rel))
     if staged != corpus:
         h.remove(staged)
-    assert len(files) >= 1 and len(chosen) == count, f"{corpus} has too few score files"
     return dest
 
 

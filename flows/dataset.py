@@ -9,7 +9,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from melodyflow.flows.ingest import choose_workers
 from melodyflow.flows.settings import DEFAULT_CONFIG
 from melodyflow.flows.reporting import artifact_key, dataset_charts_png, link, markdown_image, progress_reporter
 from melodyflow.transforms.io import storage
@@ -31,15 +30,20 @@ def plan_task(data_root: str, settings: DatasetSettings) -> DatasetPlan:
 
 
 @task(name="extract-melodies-with-beam", cache_policy=NONE)
-def build_task(plan: DatasetPlan, runner: RunnerConfig, why: str) -> dict:
-    from melodyflow.transforms.melodies.job import run_dataset_pipeline  # Beam import only when needed
-
+def build_task(plan: DatasetPlan, runner: RunnerConfig, execution: sizing.Execution) -> dict:
     logger = get_run_logger()
-    logger.info("Running the Beam dataset job on %s runner with %d worker(s) (%s)", runner.runner, runner.workers,
-                why)
-    result = run_dataset_pipeline(plan, runner, on_progress=progress_reporter(
-        logger, artifact_key("dataset-progress", plan.settings.config.name),
-        f"Extracting melodies for {plan.settings.config.name}", "NoteSequences"))
+    logger.info("Extracting melodies from %d NoteSequence(s) %s", plan.num_sequences,
+                execution.describe(runner.runner))
+    on_progress = progress_reporter(logger, artifact_key("dataset-progress", plan.settings.config.name),
+                                    f"Extracting melodies for {plan.settings.config.name}", "NoteSequences")
+    if execution.in_process:
+        from melodyflow.transforms.melodies.steps import run_dataset_in_process
+
+        result = run_dataset_in_process(plan, on_progress=on_progress)
+    else:
+        from melodyflow.transforms.melodies.job import run_dataset_pipeline  # Beam import only when needed
+
+        result = run_dataset_pipeline(plan, runner, on_progress=on_progress)
     logger.info("Dataset complete: %s", result["info"]["counts"])
     return result
 
@@ -108,9 +112,11 @@ def build_melody_dataset(
                        stats=json.loads(storage.read_text(storage.join(plan.out_dir, STATS))))
     else:
         work_s = sizing.dataset_seconds(sum(storage.size(url) for url in plan.input_shards))
-        count, why = choose_workers(workers, runner, work_s, sizing.DATASET)
-        result = build_task(plan, RunnerConfig(runner=runner, workers=count, options=dict(runner_options or {})), why)
-        summary.update(status="built", workers=count, info=result["info"], stats=result["stats"])
+        execution = sizing.plan_execution(workers, runner, work_s, sizing.DATASET)
+        result = build_task(plan, RunnerConfig(runner=runner, workers=execution.workers,
+                                               options=dict(runner_options or {})), execution)
+        summary.update(status="built", workers=execution.workers, in_process=execution.in_process,
+                       info=result["info"], stats=result["stats"])
     summary["warnings"] = empty_split_warnings(summary["info"], eval_ratio)
     for warning in summary["warnings"]:
         get_run_logger().warning(warning)

@@ -20,21 +20,6 @@ from melodyflow.transforms.beam.runners import RunnerConfig
 MB = 1024 * 1024
 
 
-def choose_workers(requested: int | None, runner: str, single_worker_s: float, scaling) -> tuple[int, str]:
-    """The worker count and why: as asked; else, on this machine, one worker for a job too small to gain
-    from Beam's multi-process harness and every CPU for a larger one (:mod:`~melodyflow.transforms.beam.sizing`)."""
-    if requested:
-        return requested, "as requested"
-    cpus = sizing.cpu_count()
-    if runner != "direct":
-        return cpus, "the number of CPUs"
-    workers = scaling.workers_for(single_worker_s, cpus)
-    if workers == 1 and cpus > 1:
-        return 1, (f"about {single_worker_s:.1f} s of work, too little to gain from more processes; "
-                   "--workers N overrides")
-    return workers, f"about {single_worker_s:.0f} s of single-worker work"
-
-
 def collection_name(source: str) -> str:
     """Like Magenta: the corpus directory's base name."""
     name = source.rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
@@ -59,14 +44,19 @@ def plan_batch(source: str, data_root: str, settings: IngestSettings) -> IngestP
 
 
 @task(name="convert-files-with-beam", cache_policy=NONE)
-def convert_batch(plan: IngestPlan, runner: RunnerConfig, why: str) -> dict:
-    from melodyflow.transforms.ingest.job import run_ingest_pipeline  # Beam import only when needed
-
+def convert_batch(plan: IngestPlan, runner: RunnerConfig, execution: sizing.Execution) -> dict:
     logger = get_run_logger()
-    logger.info("Running the Beam ingestion job on %s runner with %d worker(s) (%s), %d shard(s) → %s",
-                runner.runner, runner.workers, why, plan.num_shards, plan.batch_dir)
-    report = run_ingest_pipeline(plan, runner, on_progress=progress_reporter(
-        logger, "ingest-progress", f"Converting files of {plan.batch_id}", "files"))
+    logger.info("Converting %d file(s) %s, %d shard(s) → %s", len(plan.files),
+                execution.describe(runner.runner), plan.num_shards, plan.batch_dir)
+    on_progress = progress_reporter(logger, "ingest-progress", f"Converting files of {plan.batch_id}", "files")
+    if execution.in_process:
+        from melodyflow.transforms.ingest.steps import run_ingest_in_process
+
+        report = run_ingest_in_process(plan, on_progress=on_progress)
+    else:
+        from melodyflow.transforms.ingest.job import run_ingest_pipeline  # Beam import only when needed
+
+        report = run_ingest_pipeline(plan, runner, on_progress=on_progress)
     logger.info("Batch %s complete: %s", plan.batch_id, _counts_line(report["counts"]))
     return report
 
@@ -139,11 +129,12 @@ def ingest_corpus(
                                "already_ingested": plan.already_ingested, "ignored": plan.ignored})
     else:
         # quote(): Prefect would otherwise walk the plan's listing looking for futures (≈40 µs a file).
-        count, why = choose_workers(workers, runner, sizing.ingest_seconds(*parsing_bytes(plan.files, settings)),
-                                    sizing.INGEST)
-        report = convert_batch(quote(plan), RunnerConfig(runner=runner, workers=count,  # type: ignore[call-overload]
-                                                         options=dict(runner_options or {})), why)
-        summary.update(status="ingested", workers=count, shards=report["shards"], counts=report["counts"],
+        work_s = sizing.ingest_seconds(*parsing_bytes(plan.files, settings))
+        execution = sizing.plan_execution(workers, runner, work_s, sizing.INGEST)
+        report = convert_batch(quote(plan), RunnerConfig(runner=runner, workers=execution.workers,  # type: ignore[call-overload]
+                                                         options=dict(runner_options or {})), execution)
+        summary.update(status="ingested", workers=execution.workers, in_process=execution.in_process,
+                       shards=report["shards"], counts=report["counts"],
                        report=storage.join(plan.batch_dir, "report.json"),
                        dead_letters=report["dead_letters"], elapsed_s=report["elapsed_s"])
     _publish_artifacts(summary)

@@ -69,14 +69,27 @@ def markdown_image(png: bytes, alt: str, max_width: int = MAX_IMAGE_WIDTH) -> st
     return f"![{alt.replace('[', '(').replace(']', ')')}]({png_data_uri(png, max_width)})"
 
 
+def _figure(figsize: tuple[float, float]):
+    """A figure drawn by the Agg canvas directly: pyplot (and its backend machinery) is never imported."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
+
+
 def dataset_charts_png(stats: dict, title: str) -> bytes:
     """Melody-length histogram (Magenta's buckets) and pitch distribution, per split, as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig = _figure(figsize=(12, 4.2))
+    left, right = fig.subplots(1, 2)
     for split, color in (("train", "tab:blue"), ("eval", "tab:orange")):
         lengths = stats["melody_lengths_in_bars"].get(split, {})
         if lengths:
@@ -91,32 +104,20 @@ def dataset_charts_png(stats: dict, title: str) -> bytes:
         if ax.get_legend_handles_labels()[0]:  # an empty dataset has nothing to label
             ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def loss_curve_png(history: list[dict], title: str) -> bytes:
     """Train and eval loss against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = _figure(figsize=(7, 4))
+    ax = fig.subplots()
     for split, style in (("train", "-"), ("eval", "o-")):
         points = [(h["step"], h["loss"]) for h in history if h["split"] == split]
         if points:
             ax.plot(*zip(*points), style, label=split)
     ax.set(title=title, xlabel="step", ylabel="loss (mean cross-entropy per step)")
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def progress_reporter(logger, key: str, what: str, unit: str):

@@ -56,3 +56,33 @@ def ingest_seconds(compiled_bytes: int, isolated_bytes: int) -> float:
 
 def dataset_seconds(notesequence_bytes: int) -> float:
     return notesequence_bytes / NOTESEQUENCE_BYTES_PER_S
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a job runs: on how many workers, whether in this process without Beam, and why."""
+
+    workers: int
+    in_process: bool
+    why: str
+
+    def describe(self, runner: str) -> str:
+        where = "in this process, without Beam" if self.in_process else f"on Beam's {runner} runner"
+        return f"{where} with {self.workers} worker(s) ({self.why})"
+
+
+def plan_execution(requested: int | None, runner: str, single_worker_s: float, scaling: LocalScaling,
+                   cpus: int | None = None) -> Execution:
+    """As requested, else one worker for a job too small to gain from more processes and every CPU for
+    a larger one. A small job on one local worker runs in this process without Beam: importing and
+    starting Beam costs about a second, more than such a job's work."""
+    cpus = cpus or cpu_count()
+    small = scaling.workers_for(single_worker_s, max(2, cpus)) == 1
+    if runner != "direct":
+        return Execution(requested or cpus, False, "as requested" if requested else "the number of CPUs")
+    if requested:
+        return Execution(requested, requested == 1 and small, "as requested")
+    if small:
+        return Execution(1, True, f"about {single_worker_s:.1f} s of work, too little to gain from more "
+                                  "processes; --workers N overrides")
+    return Execution(cpus, cpus == 1, f"about {single_worker_s:.0f} s of single-worker work")

@@ -24,6 +24,7 @@ import numpy as np
 from melodyflow.transforms.io import stage_contract, storage
 from melodyflow.transforms.io.stage_contract import FORMAT_VERSION, MARKER
 from melodyflow.transforms.ingest.batches import CompletedBatch, completed_batches
+from melodyflow.transforms.melodies import encoding_compiled
 from melodyflow.transforms.melodies.configs import MelodyConfig
 from melodyflow.transforms.melodies.encoding import FORMATS, encode_events, encode_melody, to_record
 from melodyflow.transforms.melodies.extraction_reference import COUNTERS, MelodySettings, sequence_to_melodies
@@ -84,11 +85,10 @@ def sequence_examples(serialized: bytes, settings: DatasetSettings):
     is the same contract on note-seq's own objects, kept as the oracle the tests and benchmarks compare
     against.
     """
-    from note_seq.protobuf.music_pb2 import NoteSequence
-
     from melodyflow.transforms.melodies.extraction_compiled import compiled_sequence_to_melodies
+    from melodyflow.transforms.melodies.proto import note_sequence_class
 
-    sequence = NoteSequence.FromString(serialized)
+    sequence = note_sequence_class().FromString(serialized)
     split = split_of(sequence.id, settings.eval_ratio)
     melodies, stats, histogram = compiled_sequence_to_melodies(sequence, settings.melody, serialized=serialized)
     records = []
@@ -235,8 +235,8 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
     info = {
         "config": config.name,
         "encoding": config.encoding,
-        "input_size": config.input_size,
-        "num_classes": config.num_classes,
+        "input_size": encoding_compiled.input_size(config),  # without importing note-seq (a second)
+        "num_classes": encoding_compiled.num_classes(config),
         "min_note": config.min_note,
         "max_note": config.max_note,
         "transpose_to_key": config.transpose_to_key,

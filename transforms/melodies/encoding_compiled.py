@@ -340,6 +340,13 @@ def input_size(config: MelodyConfig) -> int:
             + 1 + 2 * NOTES_PER_OCTAVE)
 
 
+def num_classes(config: MelodyConfig) -> int:
+    """``config.num_classes`` without building note-seq's encoder: the melody events, plus a class per
+    lookback distance for the lookback and key-melody encodings."""
+    events = config.max_note - config.min_note + 2
+    return events if config.encoding == "one_hot" else events + len(LOOKBACK_DISTANCES)
+
+
 _ENCODERS = {"one_hot": _one_hot, "lookback": _lookback, "key_melody": _key_melody}
 
 

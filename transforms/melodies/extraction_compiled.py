@@ -76,9 +76,9 @@ def compiled_sequence_to_melodies(sequence, settings: MelodySettings,
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels now rather than on the first sequence."""
-    from note_seq.protobuf import music_pb2
+    from melodyflow.transforms.melodies.proto import note_sequence_class
 
-    seq = music_pb2.NoteSequence(total_time=1.0)
+    seq = note_sequence_class()(total_time=1.0)
     seq.notes.add(pitch=60, velocity=80, start_time=0.0, end_time=1.0)
     compiled_sequence_to_melodies(seq, MelodySettings(min_bars=0, min_unique_pitches=0))
 
