@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/audio_synths.py [--melodies 16] [--fluidsynth PATH]
 
-Melodies are like generated outputs: 128 sixteenth-note steps at 120 qpm (8 s), notes of 1-4 steps from C major,
+Melodies are like generated outputs: 64 sixteenth-note steps at 120 qpm (8 s), notes of 1-4 steps from C major,
 piano (program 0). "first" is the first melody in a fresh process (imports and soundfont loading included);
 "per melody" the mean over the rest, as a generation run renders them. "similarity" correlates log-magnitude
 spectrograms with FluidSynth's rendering of the same soundfont (1.0 = identical), when FluidSynth is found (on
@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+STEPS = 64  # sixteenth notes at 120 qpm: 8 seconds
+
 
 def melody_midi(seed: int) -> bytes:
     import pretty_midi
@@ -28,12 +30,12 @@ def melody_midi(seed: int) -> bytes:
     pm = pretty_midi.PrettyMIDI(initial_tempo=120)
     inst = pretty_midi.Instrument(program=0)
     step, t = 0.125, 0
-    while t < 128:
+    while t < STEPS:
         length = rng.choice([1, 2, 2, 4])
         if rng.random() > 0.15:  # some rests
             pitch = 60 + rng.choice([0, 2, 4, 5, 7, 9, 11, 12, 14])
             inst.notes.append(pretty_midi.Note(velocity=100, pitch=pitch, start=t * step,
-                                               end=min(t + length, 128) * step))
+                                               end=min(t + length, STEPS) * step))
         t += length
     pm.instruments.append(inst)
     buf = io.BytesIO()

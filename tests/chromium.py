@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -121,11 +122,12 @@ def open_page(binary: str, profile: Path, width: int = 1280, height: int = 1000)
     from websockets.sync.client import connect
 
     profile.mkdir(parents=True, exist_ok=True)
-    # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+    # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start. Its own session: Debian's
+    # /usr/bin/chromium* are shell scripts that run the browser as a child, so the whole group is ended on exit.
     proc = subprocess.Popen([binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
                              f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -144,12 +146,29 @@ def open_page(binary: str, profile: Path, width: int = 1280, height: int = 1000)
                       mobile=False)
             yield page
     finally:
-        proc.terminate()
+        _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the browser's process group; SIGKILL if it is still there after 10 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        if _group_gone(proc, timeout=10.0):
+            break
+    proc.wait()
+
+
+def _group_gone(proc: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the wrapper script, or its zombie keeps the group alive
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def artifacts_dir(name: str) -> Path:
