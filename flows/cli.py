@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--primers", default=None, metavar="GLOB_OR_URL",
                      help="primer MIDI files for the generation stage (default: two-bar excerpts of the "
                           "corpus' first four MIDI files)")
+    run.add_argument("--keep-best", type=int, default=None, metavar="K",
+                     help="keep only the K best-scored of the 4 melodies generated per primer (default: all)")
     _add_json_arg(run)
 
     ingest = sub.add_parser(
@@ -178,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="random seed; same inputs and seed, same outputs")
     gen.add_argument("--continuation-only", action="store_true",
                      help="write only the generated continuation, not the primer")
+    gen.add_argument("--keep-best", type=int, default=None, metavar="K",
+                     help="generate --num-outputs candidates per primer, keep the K best-scored ones without "
+                          "problems (default: keep all; every output is scored and ranked either way)")
     _add_json_arg(gen)
+    _add_evaluate_parser(sub)
 
     demo = sub.add_parser("demo-corpus", help="render the built-in demo corpus to a directory",
                           description="Render a few hundred public-domain tunes shipped by music21 "
@@ -188,6 +194,56 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output directory (default: the user cache, ~/.cache/melodyflow/...)")
     _add_json_arg(demo)
     return parser
+
+
+def _add_evaluate_parser(sub) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="held-out metrics of a model and how its (or any) melodies compare with a dataset",
+        description="Judge melodies against DATA_ROOT/melodies/<config>: per-melody features compared with "
+                    "the eval split's (overlap area and KL divergence of their densities, one similarity "
+                    "in [0, 1]) and a copy check against the train split. With --bundle: the model's "
+                    "held-out metrics and samples from it; with --generated: any MIDI files. Writes "
+                    "OUT/evaluation.json, OUT/report.md and charts. Definitions: docs/evaluation.md.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("data_root", help="the DATA_ROOT holding melodies/<config>/")
+    ev.add_argument("--config", default="basic_rnn", choices=CONFIG_NAMES,
+                    help="the dataset (and model) configuration (default: basic_rnn)")
+    ev.add_argument("--bundle", default=None, metavar="BUNDLE_OR_RUN_DIR",
+                    help="a bundle or RUN_DIR: its held-out metrics on the eval split, and (without "
+                         "--generated) melodies sampled from it are judged")
+    ev.add_argument("--generated", default=None, metavar="GLOB_OR_DIR",
+                    help="MIDI files to judge (glob, directory/prefix or one file); each file's melody is "
+                         "taken by generate's primer rule")
+    ev.add_argument("--num-samples", type=int, default=None, metavar="N",
+                    help="melodies sampled from --bundle, each continuing the first bar of an eval melody "
+                         "(default: 64)")
+    ev.add_argument("--num-steps", type=int, default=None, metavar="N",
+                    help="judged steps per sample (default: the lengths of randomly drawn eval melodies)")
+    ev.add_argument("--seed", type=int, default=0, help="seed for primers, lengths and sampling (default: 0)")
+    ev.add_argument("--output", default=None, metavar="OUT",
+                    help="where the report goes (default: DATA_ROOT/evaluations/<config>-<hash of the inputs>)")
+    _add_json_arg(ev)
+
+
+def _print_evaluation(result: dict) -> None:
+    gen = result["generated"]
+    if "heldout" in result:
+        h = result["heldout"]
+        print(f"Held-out ({h['melodies']} eval melodies): loss {h['loss']:.4f} nats/step, perplexity "
+              f"{h['perplexity']:.3f}, accuracy {h['accuracy']:.3f}, event accuracy {h['event_accuracy']:.3f}, "
+              f"no-event accuracy {h['no_event_accuracy']:.3f}")
+    print(f"Judged {gen['count']} melodies: similarity {gen['similarity']:.3f}, copied.fraction "
+          f"{gen['copied']['fraction']:.3f} (longest copied span {gen['copied']['max_steps']} steps)")
+    width = max(len(n) for n in gen["features"])
+    print(f"  {'feature':<{width}}  {'judged':>9}  {'reference':>9}  {'overlap':>7}  {'KL':>7}")
+    for name, c in gen["features"].items():
+        mean = f"{c['mean']:9.3f}" if isinstance(c["mean"], float) else f"{'-':>9}"
+        ref = f"{c['reference_mean']:9.3f}" if isinstance(c["reference_mean"], float) else f"{'-':>9}"
+        kl = f"{c['kl']:7.3f}" if c["kl"] is not None else f"{'-':>7}"
+        print(f"  {name:<{width}}  {mean}  {ref}  {c['overlap']:7.3f}  {kl}")
+    for failure in gen["failed"]:
+        print(f"  not judged: {failure['name']}: {failure['error']}")
+    print(f"  report  {result['report']}")
 
 
 def _print_counts(summary: dict) -> None:
@@ -239,6 +295,11 @@ def _print_pipeline(result: dict) -> None:
         _print_training(training)
     _print_generation(result["generation"])
     print(f"Listen and look: {result['generation']['index'].rsplit('/', 1)[0]}/<primer>/<nnn>.mid and .png")
+    evaluation = result.get("evaluation") or {}
+    if "generated" in evaluation:
+        _print_evaluation(evaluation)
+    elif evaluation:
+        print(f"Evaluation skipped: {evaluation['reason']}")
 
 
 def _print_generation(index: dict) -> None:
@@ -264,6 +325,29 @@ def _emit(args: argparse.Namespace, result: dict, printer) -> None:
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
     else:
         printer(result)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from melodyflow.flows.evaluate import DEFAULT_SAMPLES, evaluate_melodies
+    from melodyflow.models.bundles.bundle import resolve_bundle
+    from melodyflow.models.evaluation.samples import SampleSettings
+    from melodyflow.transforms.melodies.dataset import open_dataset
+
+    if args.bundle is None and args.generated is None:
+        raise ValueError("give --bundle BUNDLE_OR_RUN_DIR, --generated GLOB_OR_DIR, or both")
+    if args.generated is not None and (args.num_samples is not None or args.num_steps is not None):
+        raise ValueError("--num-samples and --num-steps shape the samples drawn from --bundle; with "
+                         "--generated the given files are judged instead")
+    num_samples = DEFAULT_SAMPLES if args.num_samples is None else args.num_samples
+    SampleSettings(num_samples=num_samples, num_steps=args.num_steps, seed=args.seed)  # validate first
+    open_dataset(args.data_root, args.config)
+    if args.bundle is not None:
+        resolve_bundle(args.bundle)
+    result = evaluate_melodies(data_root=args.data_root, config=args.config, bundle=args.bundle,
+                               generated=args.generated, num_samples=num_samples, num_steps=args.num_steps,
+                               seed=args.seed, output=args.output)
+    _emit(args, result, _print_evaluation)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -336,23 +420,30 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     events = json.loads(args.primer_melody)
                 except json.JSONDecodeError:
-                    raise ValueError(f"--primer-melody must be a list like [60,-2,62,-2], got {args.primer_melody!r}") from None
+                    raise ValueError("--primer-melody must be a list like [60,-2,62,-2], got "
+                                     f"{args.primer_melody!r}") from None
+            if args.keep_best is not None and not 1 <= args.keep_best <= args.num_outputs:
+                raise ValueError(f"--keep-best must be between 1 and --num-outputs ({args.num_outputs})")
             result = generate_melodies(
                 bundle=args.bundle, output=args.output, primers=args.primers, primer_melody=events,
                 num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
                 beam_size=args.beam_size, branch_factor=args.branch_factor,
                 steps_per_iteration=args.steps_per_iteration, qpm=args.qpm, seed=args.seed,
-                continuation_only=args.continuation_only)
+                continuation_only=args.continuation_only, keep_best=args.keep_best)
             _emit(args, result, _print_generation)
             return 0
         if args.command == "run":
-            from melodyflow.flows.pipeline import melody_pipeline
+            from melodyflow.flows.pipeline import DEMO_OUTPUTS, melody_pipeline
 
+            if args.keep_best is not None and not 1 <= args.keep_best <= DEMO_OUTPUTS:
+                raise ValueError(f"--keep-best must be between 1 and {DEMO_OUTPUTS}")
             result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
                                      config=args.config, num_training_steps=args.num_training_steps,
-                                     primers=args.primers)
+                                     primers=args.primers, keep_best=args.keep_best)
             _emit(args, result, _print_pipeline)
             return 0
+        if args.command == "evaluate":
+            return _evaluate(args)
     except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError,
             BundleError) as exc:
         print(f"melodyflow {args.command}: error: {redact(str(exc))}", file=sys.stderr)

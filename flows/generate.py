@@ -35,9 +35,35 @@ def _seed_offset(primer_id: str) -> int:
     return int.from_bytes(hashlib.sha256(primer_id.encode()).digest()[:4], "big")
 
 
+@task(name="prepare-ranking-reference", cache_policy=NONE)
+def ranking_reference_task(bundle: str) -> dict:
+    """Build (once per process) what candidates are scored against: the bundle's training corpus."""
+    import time
+
+    from melodyflow.models.evaluation.ranking import reference_for_bundle
+    from melodyflow.models.generation.sampling import load_generator
+
+    logger = get_run_logger()
+    started = time.monotonic()
+    reference, why = reference_for_bundle(load_generator(bundle).metadata)
+    if reference is None:
+        logger.warning("Ranking without the training corpus (closeness and copy count 0): %s", why)
+        return {"reference": None, "why": why}
+    logger.info("Ranking reference: %d training melodies of %s (%.1f s)", len(reference.copy_index),
+                reference.dataset_url, time.monotonic() - started)
+    return {"reference": reference.dataset_url, "melodies": len(reference.copy_index)}
+
+
+def _scorer(generator):
+    from melodyflow.models.evaluation.ranking import reference_for_bundle, score_generated
+
+    reference, _ = reference_for_bundle(generator.metadata)  # built by ranking_reference_task
+    return lambda results: score_generated(generator, results, reference)
+
+
 @task(name="generate-for-primer", cache_policy=NONE, task_run_name="generate-{primer_id}")
 def generate_task(primer_id: str, primer_url: str | None, events: list[int] | None, bundle: str, output: str,
-                  options, qpm: float | None, continuation_only: bool) -> dict:
+                  options, qpm: float | None, continuation_only: bool, keep_best: int | None = None) -> dict:
     from melodyflow.models.generation.sampling import load_generator
     from melodyflow.models.generation.outputs import generate_for_primer, load_primer
     from melodyflow.models.generation.primers import PrimerError, primer_from_events
@@ -57,9 +83,11 @@ def generate_task(primer_id: str, primer_url: str | None, events: list[int] | No
     entry = generate_for_primer(generator, primer_id, primer, output, options,
                                 source=primer_url or ("--primer-melody" if events else "default: middle C"),
                                 qpm=qpm, continuation_only=continuation_only,
-                                seed_offset=_seed_offset(primer_id), error=error)
+                                seed_offset=_seed_offset(primer_id), error=error,
+                                scorer=_scorer(generator), keep_best=keep_best)
     if entry["status"] == "ok":
-        logger.info("%s: %d outputs written to %s", primer_id, len(entry["outputs"]), storage.join(output, primer_id))
+        logger.info("%s: %d of %d candidates written to %s", primer_id, len(entry["outputs"]),
+                    entry["candidates"], storage.join(output, primer_id))
     else:
         logger.warning("%s: skipped: %s", primer_id, entry["error"])
     return entry
@@ -80,8 +108,10 @@ def generate_melodies(
     qpm: float | None = None,
     seed: int = 0,
     continuation_only: bool = False,
+    keep_best: int | None = None,
 ) -> dict:
-    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle)."""
+    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle), score
+    and rank them (``docs/evaluation.md``); with ``keep_best`` K keep only the K best of each primer."""
     from melodyflow.models.bundles.bundle import resolve_bundle
     from melodyflow.models.generation.sampling import GenerationOptions
     from melodyflow.models.generation.primers import primer_id
@@ -90,7 +120,11 @@ def generate_melodies(
     options = GenerationOptions(num_outputs=num_outputs, num_steps=num_steps, temperature=temperature,
                                 beam_size=beam_size, branch_factor=branch_factor,
                                 steps_per_iteration=steps_per_iteration, seed=seed)
+    if keep_best is not None and not 1 <= keep_best <= num_outputs:
+        raise ValueError(f"--keep-best must be between 1 and --num-outputs ({num_outputs}), got {keep_best}")
     bundle_url = resolve_bundle(bundle)
+    scoring = ranking_reference_task(bundle_url)
+    jobs: list[tuple[str, str | None, list[int] | None]]
     if primers:
         found = find_primers(primers)
         jobs = [(primer_id(rel), url, None) for rel, url in found]
@@ -102,15 +136,24 @@ def generate_melodies(
         jobs = [("middle-c", None, None)]
     futures = generate_task.map([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
                                 unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),
-                                unmapped(continuation_only))
+                                unmapped(continuation_only), unmapped(keep_best))
     entries = [f.result() for f in futures]
-    index = {"bundle": bundle_url, "primers_spec": primers, "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only},
+    from melodyflow.models.evaluation.ranking import ScoreWeights
+
+    weights = ScoreWeights()
+    index = {"bundle": bundle_url, "primers_spec": primers,
+             "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only,
+                         "keep_best": keep_best},
+             "scoring": {"formula": f"score = {weights.formula()}", "weights": weights.__dict__,
+                         "reference": scoring["reference"], "reference_missing_because": scoring.get("why"),
+                         "docs": "docs/evaluation.md"},
              "primers": sorted(entries, key=lambda e: e["id"]),
              "counts": {"primers": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
                         "failed": sum(e["status"] != "ok" for e in entries),
                         "outputs": sum(len(e["outputs"]) for e in entries)}}
     storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))
-    rows = [{"primer": e["id"], "output": o["midi"], "log_likelihood": round(o["log_likelihood"], 3), "notes": o["notes"]}
+    rows = [{"primer": e["id"], "output": o["midi"], "rank": o.get("rank"), "score": o.get("score"),
+             "log_likelihood": round(o["log_likelihood"], 3), "notes": o["notes"]}
             for e in index["primers"] for o in e["outputs"]]
     create_table_artifact(key="generated-outputs", table=rows or [{"primer": "-", "output": "none"}],
                           description="Generated melodies and their log-likelihoods")
@@ -125,7 +168,8 @@ def generate_melodies(
                      f"[piano roll]({browser_url(storage.join(output, o['png']))})"]
             if o["wav"]:
                 links.append(f"[WAV]({browser_url(storage.join(output, o['wav']))})")
-            lines.append(f"- `{o['midi']}` ll {o['log_likelihood']:.1f}: " + " · ".join(links))
+            lines.append(f"- #{o.get('rank')} `{o['midi']}` score {o.get('score')}, ll {o['log_likelihood']:.1f}: "
+                         + " · ".join(links))
     create_markdown_artifact(key="generation-gallery", markdown="\n".join(lines), description="Generated outputs")
     index["index"] = storage.join(output, INDEX)
     return index

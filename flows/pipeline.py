@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from melodyflow.flows.dataset import build_melody_dataset
+from melodyflow.flows.evaluate import EVALUATIONS_DIR, evaluate_melodies
 from melodyflow.flows.generate import INDEX, generate_melodies
 from melodyflow.flows.ingest import ingest_corpus
 from melodyflow.flows.train import train_melody_model
@@ -62,12 +63,15 @@ def demo_corpus_task(directory: str) -> str:
 def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROOT,
                     workers: int | None = None, config: str = "basic_rnn",
                     num_training_steps: int = DEFAULT_TRAINING_STEPS, hparams: str = DEFAULT_HPARAMS,
-                    primers: str | None = None) -> dict:
+                    primers: str | None = None, keep_best: int | None = None) -> dict:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     Each stage skips work whose outputs are already complete for the same inputs and settings. The
     model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
-    ``primers`` (glob, directory or file) replaces the default primers cut from the corpus.
+    ``primers`` (glob, directory or file) replaces the default primers cut from the corpus; with
+    ``keep_best`` K only the K best-scored of each primer's outputs are kept. The run ends by evaluating
+    its model (held-out metrics and samples judged against the eval split) into
+    ``DATA_ROOT/evaluations/<run>-<bundle version>``.
     """
     from melodyflow.models.bundles.bundle import finished_bundle
     from melodyflow.transforms.io import storage
@@ -98,13 +102,37 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     index_url = storage.join(out, INDEX)
     previous = json.loads(storage.read_text(index_url)) if storage.exists(index_url) else None
     primer_spec = primers or storage.join(data_root, "primers")
-    if previous and previous.get("bundle") == bundle and previous.get("primers_spec") == primer_spec:
+    if (previous and previous.get("bundle") == bundle and previous.get("primers_spec") == primer_spec
+            and previous.get("options", {}).get("keep_best") == keep_best):
         get_run_logger().info("Melodies from %s already generated in %s; skipping", bundle, out)
         generation = {**previous, "status": "up_to_date", "index": index_url}
     else:
         if primers is None:
             primers_task(source, primer_spec)
         generation = {"status": "generated", **generate_melodies(
-            bundle=bundle, output=out, primers=primer_spec, num_outputs=DEMO_OUTPUTS, num_steps=DEMO_STEPS)}
+            bundle=bundle, output=out, primers=primer_spec, num_outputs=DEMO_OUTPUTS, num_steps=DEMO_STEPS,
+            keep_best=keep_best)}
+    evaluation = _evaluate_model(data_root, config, bundle, dataset["info"]["counts"]["eval"], storage.join(
+        data_root, EVALUATIONS_DIR, f"{run_name}-{bundle.rstrip('/').rsplit('/', 1)[-1]}"))
     return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset,
-            "training": training, "generation": generation}
+            "training": training, "generation": generation, "evaluation": evaluation}
+
+
+def _evaluate_model(data_root: str, config: str, bundle: str, eval_melodies: int, out: str) -> dict:
+    """Held-out metrics and judged samples of the run's bundle; skipped when ``out`` already has them,
+    and when the dataset's eval split is empty (a corpus of a few files), which leaves nothing to judge by."""
+    from melodyflow.models.evaluation.report import RESULT
+    from melodyflow.transforms.io import storage
+
+    if not eval_melodies:
+        reason = "the dataset's eval split is empty"
+        get_run_logger().warning("Not evaluating %s: %s", bundle, reason)
+        return {"status": "skipped", "reason": reason}
+    result_url = storage.join(out, RESULT)
+    if storage.exists(result_url):
+        previous = json.loads(storage.read_text(result_url))
+        if previous.get("settings", {}).get("bundle") == bundle:
+            get_run_logger().info("Model %s already evaluated in %s; skipping", bundle, out)
+            return {**previous, "status": "up_to_date", "output": out}
+    return {"status": "evaluated", **evaluate_melodies(data_root=data_root, config=config, bundle=bundle,
+                                                        output=out)}
