@@ -7,16 +7,17 @@ datasets transpose melodies, judged files may not be), and a note held for two b
 32. A leading rest makes no token. A run of matching tokens covers the steps from its first token to
 the end of its last one's hold; that is the span's length in steps.
 
-**Index.** Every training melody's tokens are hashed with a polynomial rolling hash (mod 2^64); the
-hashes of all n-grams of ``n = 1 … anchor`` tokens are kept in sorted arrays, the anchor-grams with
-their positions. To learn whether a query's window of ``L > anchor`` tokens occurs in the training
-set, the window's rarest anchor-gram is looked up; each of its occurrences gives one candidate
-alignment, checked by comparing the window's hash with the training stream's (prefix hashes make that
-O(1)). A window with an anchor-gram that occurs nowhere fails at once. The longest match starting at
-each query token (its *matching statistic*) is found left to right; since it shrinks by at most one
-token per position, a query of T tokens needs at most 2T window checks — no pairwise comparison of
-melodies. A 64-bit hash collision could report a false match; with melodies of at most a few thousand
-tokens the chance is negligible.
+**Index.** The training melodies' tokens form one stream with a polynomial rolling hash (mod 2^64)
+over it. Every n-gram of ``n = 1 … anchor`` tokens lying inside one melody goes into a sorted table
+of its mixed hash with the low bits replaced by its position (one ``np.sort``, no argsort), with a
+directory on the top bits. To learn whether a query window of ``L > anchor`` tokens occurs in a
+training melody, its rarest anchor-gram is looked up; each occurrence gives one candidate alignment,
+checked by comparing the window's hash with the stream's (prefix hashes make that O(1)); a window
+with an anchor-gram that occurs nowhere fails at once. The longest match starting at each query token
+(its *matching statistic*) is found left to right; since it shrinks by at most one token per
+position, a query of T tokens needs at most 2T window checks, and no melody is compared with another.
+A hash collision could report a false match; the odds per lookup are about the number of n-grams over
+2^(64 - position bits), around 1e-7 for a million training tokens.
 """
 
 from __future__ import annotations
@@ -43,43 +44,58 @@ class CopySpan:
 
 
 @njit(cache=True)
-def _tokens_kernel(ev, start):
-    """Tokens, their step positions and holds for events ``ev``; only tokens at steps >= start."""
-    n = ev.size
+def _tokens_many(events, offsets, starts):
+    """Tokens, step positions and holds of every melody ``events[offsets[i]:offsets[i + 1]]`` from step
+    ``starts[i]`` on, concatenated, with each melody's token offsets."""
+    n = events.size
     tokens = np.empty(n, np.int64)
     pos = np.empty(n, np.int64)
     hold = np.empty(n, np.int64)
+    token_offsets = np.zeros(offsets.size, np.int64)
     k = 0
-    previous = -1
-    for i in range(n):
-        e = ev[i]
-        if e == -2:
-            continue
-        if e == -1:
-            code = _OFF
-        elif previous < 0:
-            code = _FIRST
-        else:
-            code = e - previous + 128
-        if e >= 0:
-            previous = e
-        if i >= start:
-            tokens[k] = code
-            pos[k] = i
-            k += 1
-    for j in range(k):
-        hold[j] = (pos[j + 1] if j + 1 < k else n) - pos[j]
-        tokens[j] = tokens[j] * (_HOLD_CAP + 1) + min(hold[j], _HOLD_CAP) + 1
-    return tokens[:k], pos[:k], hold[:k]
+    for m in range(offsets.size - 1):
+        first, previous = k, -1
+        for i in range(offsets[m], offsets[m + 1]):
+            e = events[i]
+            if e == -2:
+                continue
+            if e == -1:
+                code = _OFF
+            elif previous < 0:
+                code = _FIRST
+            else:
+                code = e - previous + 128
+            if e >= 0:
+                previous = e
+            if i - offsets[m] >= starts[m]:
+                tokens[k] = code
+                pos[k] = i - offsets[m]
+                k += 1
+        length = offsets[m + 1] - offsets[m]
+        for j in range(first, k):
+            hold[j] = (pos[j + 1] if j + 1 < k else length) - pos[j]
+            tokens[j] = tokens[j] * (_HOLD_CAP + 1) + min(hold[j], _HOLD_CAP) + 1
+        token_offsets[m + 1] = k
+    return tokens[:k], pos[:k], hold[:k], token_offsets
+
+
+def _concatenated(melodies: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    arrays = [np.asarray(m, dtype=np.int64).ravel() for m in melodies]
+    offsets = np.concatenate(([0], np.cumsum([a.size for a in arrays]))).astype(np.int64)
+    return (np.concatenate(arrays) if arrays else np.zeros(0, np.int64)), offsets
 
 
 def tokens_of(events, start_step: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(tokens, step of each token, hold of each token)`` of a melody, from ``start_step`` on."""
-    return _tokens_kernel(np.asarray(events, dtype=np.int64).ravel(), int(start_step))
+    ev, offsets = _concatenated([events])
+    tokens, pos, hold, _ = _tokens_many(ev, offsets, np.array([start_step], dtype=np.int64))
+    return tokens, pos, hold
 
 
 @njit(cache=True)
 def _prefix_hashes(tokens):
+    """``h[i] = hash(tokens[:i])``: the window [i, i + L) hashes to ``h[i + L] - h[i]·B^L`` (mod 2^64),
+    whatever precedes it, so one array serves every melody of a concatenated stream."""
     h = np.zeros(tokens.size + 1, np.uint64)
     for i in range(tokens.size):
         h[i + 1] = h[i] * _BASE + np.uint64(tokens[i])
@@ -100,45 +116,72 @@ def _window_hash(h, powers, i, length):
 
 
 @njit(cache=True)
-def _gram_hashes(h, powers, melody_end, length):
-    """Hash and start of every ``length``-gram lying inside one melody of the stream."""
+def _mix(x):
+    """splitmix64's finalizer: a bijection that spreads every input bit over the high bits, which the
+    tables key on (a polynomial hash keeps its last token in the low bits)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(cache=True)
+def _packed_grams(h, powers, melody_end, length, bits):
+    """Every ``length``-gram inside one melody as its mixed hash with the low ``bits`` replaced by the
+    gram's start: sorting these keeps each gram's position without an argsort."""
     n = h.size - 1
     out = np.empty(n, np.uint64)
-    starts = np.empty(n, np.int64)
+    low = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
     k = 0
     for i in range(n - length + 1):
         if i + length <= melody_end[i]:
-            out[k] = _window_hash(h, powers, i, length)
-            starts[k] = i
+            out[k] = (_mix(_window_hash(h, powers, i, length)) & ~low) | np.uint64(i)
             k += 1
-    return out[:k], starts[:k]
+    return out[:k]
 
 
 @njit(cache=True)
-def _count(sorted_hashes, value):
-    return np.searchsorted(sorted_hashes, value, side="right") - np.searchsorted(sorted_hashes, value)
+def _bucket(table, directory, value, bits, shift):
+    """Index range of ``table`` (sorted packed grams) of the window hashing to ``value``: entries whose
+    mixed hash has the same high bits. The directory (first index per top ``64 - shift`` bits) narrows
+    the binary search to a few entries."""
+    low = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
+    mixed = _mix(value)
+    key = mixed & ~low
+    top = np.int64(mixed >> np.uint64(shift))
+    a, b = directory[top], directory[top + 1]
+    part = table[a:b]
+    return a + np.searchsorted(part, key), a + np.searchsorted(part, key | low, side="right")
+
+
+def _directory(table: np.ndarray, shift: int) -> np.ndarray:
+    counts = np.bincount((table >> np.uint64(shift)).astype(np.int64), minlength=1 << (64 - shift))
+    return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
 
 
 @njit(cache=True)
-def _window_found(qh, powers, p, length, small, small_starts, counts, rh, melody_start, melody_end, anchor):
+def _window_found(qh, powers, p, length, tables, dirs, counts, rh, melody_start, melody_end, anchor, bits, shift):
     """Where the query window [p, p + length) occurs inside one training melody (stream position), or -1."""
     target = _window_hash(qh, powers, p, length)
+    low = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
     if length <= anchor:
-        table = small[length - 1]
-        i = np.searchsorted(table, target)
-        return small_starts[length - 1][i] if i < table.size and table[i] == target else -1
-    anchor_sorted, anchor_starts = small[anchor - 1], small_starts[anchor - 1]
+        # Short windows are looked up by the hash's high 64 - bits bits alone (43 for a million tokens: a
+        # false hit has odds of about grams / 2^43, 1e-7); checking the full hash would cost two cache
+        # misses per lookup, the largest cost of a query.
+        table = tables[length - 1]
+        lo, hi = _bucket(table, dirs[length - 1], target, bits, shift)
+        return np.int64(table[lo] & low) if lo < hi else -1
     best, best_count = -1, np.int64(1) << 62
-    for a in range(p, p + length - anchor + 1):
+    for a in range(p, p + length - anchor + 1):  # the rarest anchor-gram of the window
         if counts[a] < best_count:
             best, best_count = a, counts[a]
             if best_count == 0:
                 return -1
-    gram = _window_hash(qh, powers, best, anchor)
-    first = np.searchsorted(anchor_sorted, gram)
-    for k in range(first, first + best_count):
-        start = anchor_starts[k] - (best - p)
-        if start < melody_start[anchor_starts[k]] or start + length > melody_end[anchor_starts[k]]:
+    table = tables[anchor - 1]
+    lo, hi = _bucket(table, dirs[anchor - 1], _window_hash(qh, powers, best, anchor), bits, shift)
+    for k in range(lo, hi):
+        at = np.int64(table[k] & low)
+        start = at - (best - p)
+        if start < melody_start[at] or start + length > melody_end[at]:
             continue
         if _window_hash(rh, powers, start, length) == target:
             return start
@@ -146,13 +189,13 @@ def _window_found(qh, powers, p, length, small, small_starts, counts, rh, melody
 
 
 @njit(cache=True)
-def _longest_match(tokens, pos, hold, small, small_starts, rh, powers, melody_start, melody_end, anchor):
-    """``(steps, query token, reference stream position)`` of the longest copied span (in steps)."""
+def _longest_match(tokens, pos, hold, qh, powers, tables, dirs, rh, melody_start, melody_end, anchor, bits, shift):
+    """``(steps, query token, reference stream position)`` of one query's longest copied span."""
     n = tokens.size
-    qh = _prefix_hashes(tokens)
     counts = np.zeros(n, np.int64)
     for a in range(n - anchor + 1):
-        counts[a] = _count(small[anchor - 1], _window_hash(qh, powers, a, anchor))
+        lo, hi = _bucket(tables[anchor - 1], dirs[anchor - 1], _window_hash(qh, powers, a, anchor), bits, shift)
+        counts[a] = hi - lo
     best_steps, best_p, best_ref = 0, -1, -1
     m, ref = 0, -1
     for p in range(n):
@@ -160,8 +203,8 @@ def _longest_match(tokens, pos, hold, small, small_starts, rh, powers, melody_st
             m -= 1
             ref += 1
         while p + m < n:
-            found = _window_found(qh, powers, p, m + 1, small, small_starts, counts, rh, melody_start,
-                                  melody_end, anchor)
+            found = _window_found(qh, powers, p, m + 1, tables, dirs, counts, rh, melody_start, melody_end, anchor,
+                                  bits, shift)
             if found < 0:
                 break
             m += 1
@@ -173,45 +216,62 @@ def _longest_match(tokens, pos, hold, small, small_starts, rh, powers, melody_st
     return best_steps, best_p, best_ref
 
 
+@njit(cache=True)
+def _longest_matches(tokens, pos, hold, offsets, powers, tables, dirs, rh, melody_start, melody_end, anchor, bits,
+                     shift):
+    """:func:`_longest_match` for every query melody of a concatenated batch."""
+    queries = offsets.size - 1
+    steps = np.zeros(queries, np.int64)
+    first = np.full(queries, -1, np.int64)
+    ref = np.full(queries, -1, np.int64)
+    qh = _prefix_hashes(tokens)
+    for q in range(queries):
+        a, b = offsets[q], offsets[q + 1]
+        if b > a:
+            s, p, r = _longest_match(tokens[a:b], pos[a:b], hold[a:b], qh[a:b + 1], powers, tables, dirs, rh,
+                                     melody_start, melody_end, anchor, bits, shift)
+            steps[q], first[q], ref[q] = s, (a + p if p >= 0 else -1), r
+    return steps, first, ref
+
+
 class CopyIndex:
     """Hashed n-gram index over training melodies; :meth:`longest_copy` queries it."""
 
     def __init__(self, melodies: Sequence, anchor: int = ANCHOR):
         self.anchor = anchor
-        streams = [tokens_of(m) for m in melodies]
-        sizes = np.array([s[0].size for s in streams], dtype=np.int64)
-        self.offsets = np.concatenate(([0], np.cumsum(sizes)))
-        self.tokens = np.concatenate([s[0] for s in streams]) if streams else np.zeros(0, np.int64)
-        self.steps = np.concatenate([s[1] for s in streams]) if streams else np.zeros(0, np.int64)
-        which = np.repeat(np.arange(len(streams)), sizes)
-        self.melody_of = which
-        self.melody_start = self.offsets[:-1][which] if which.size else np.zeros(0, np.int64)
-        self.melody_end = self.offsets[1:][which] if which.size else np.zeros(0, np.int64)
+        events, offsets = _concatenated(melodies)
+        self.tokens, self.steps, _, self.offsets = _tokens_many(events, offsets, np.zeros(len(melodies), np.int64))
+        sizes = np.diff(self.offsets)
+        self.melody_of = np.repeat(np.arange(len(melodies)), sizes)
+        self.melody_start = np.repeat(self.offsets[:-1], sizes)
+        self.melody_end = np.repeat(self.offsets[1:], sizes)
         self.hashes = _prefix_hashes(self.tokens)
         self.powers = _powers(max(self.tokens.size, 1) + 1)
-        small, small_starts = [], []
-        for length in range(1, anchor + 1):  # sorted hashes of every 1..anchor-gram, with their positions
-            grams, starts = _gram_hashes(self.hashes, self.powers, self.melody_end, length)
-            order = np.argsort(grams, kind="stable")
-            small.append(grams[order])
-            small_starts.append(starts[order])
-        self.small, self.small_starts = tuple(small), tuple(small_starts)
+        self.bits = max(int(self.tokens.size).bit_length(), 1)  # low hash bits that hold a gram's start
+        # Sorted packed grams of every length 1..anchor: presence tables and the anchor index.
+        self.tables = tuple(np.sort(_packed_grams(self.hashes, self.powers, self.melody_end, length, self.bits))
+                            for length in range(1, anchor + 1))
+        self.shift = 64 - min(max(self.bits, 1), 22)  # a directory of about one entry per gram, at most 4M
+        self.dirs = tuple(_directory(t, self.shift) for t in self.tables)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def longest_copy(self, events, start_step: int = 0) -> CopySpan:
         """The longest span of ``events`` (from ``start_step`` on) found in one training melody."""
-        tokens, pos, hold = tokens_of(events, start_step)
-        if not tokens.size or not self.tokens.size:
-            return CopySpan(0, start_step, -1, 0)
-        powers = self.powers if self.powers.size > tokens.size + 1 else _powers(tokens.size + 1)
-        steps, p, ref = _longest_match(tokens, pos, hold, self.small, self.small_starts, self.hashes, powers,
-                                       self.melody_start, self.melody_end, self.anchor)
-        if p < 0:
-            return CopySpan(0, start_step, -1, 0)
-        return CopySpan(int(steps), int(pos[p]), int(self.melody_of[ref]), int(self.steps[ref]))
+        return self.longest_copies([events], [start_step])[0]
 
     def longest_copies(self, melodies: Sequence, start_steps: Sequence[int] | None = None) -> list[CopySpan]:
-        starts = start_steps if start_steps is not None else [0] * len(melodies)
-        return [self.longest_copy(m, s) for m, s in zip(melodies, starts)]
+        """:meth:`longest_copy` of each melody, in one compiled pass."""
+        starts = np.asarray(start_steps if start_steps is not None else [0] * len(melodies), dtype=np.int64)
+        events, offsets = _concatenated(melodies)
+        tokens, pos, hold, token_offsets = _tokens_many(events, offsets, starts)
+        if not self.tokens.size or not tokens.size:
+            return [CopySpan(0, int(s), -1, 0) for s in starts]
+        longest = int(np.diff(token_offsets).max())
+        powers = self.powers if self.powers.size > longest + 1 else _powers(longest + 1)
+        steps, first, ref = _longest_matches(tokens, pos, hold, token_offsets, powers, self.tables, self.dirs,
+                                             self.hashes, self.melody_start, self.melody_end, self.anchor,
+                                             self.bits, self.shift)
+        return [CopySpan(int(steps[i]), int(pos[first[i]]), int(self.melody_of[ref[i]]), int(self.steps[ref[i]]))
+                if first[i] >= 0 else CopySpan(0, int(starts[i]), -1, 0) for i in range(len(starts))]
