@@ -78,3 +78,11 @@ def test_without_a_reference_only_likelihood_and_repetition_count():
 def test_ranking_order_is_best_first_and_stable_on_ties():
     scores = [CandidateScore(s, {}) for s in (0.5, 1.0, 0.5, -3.0)]
     assert ranking_order(scores) == [1, 0, 2, 3]
+
+
+def test_a_bundle_without_its_dataset_is_ranked_without_a_reference(tmp_path):
+    from melodyflow.models.evaluation.ranking import reference_for_bundle
+
+    reference, why = reference_for_bundle({"dataset": {"url": str(tmp_path / "gone"), "fingerprint": "f"}})
+    assert reference is None and "cannot be read" in why
+    assert reference_for_bundle({})[1] == "the bundle does not record its training dataset"

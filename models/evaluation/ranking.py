@@ -153,7 +153,7 @@ def ranking_order(scores: Sequence[CandidateScore]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i].score, i))
 
 
-_REFERENCES: dict[tuple[str, str], RankingReference] = {}
+_REFERENCES: dict[tuple[str, str], tuple[RankingReference | None, str | None]] = {}
 _LOCK = threading.Lock()
 
 
@@ -167,17 +167,17 @@ def reference_for_bundle(meta: dict) -> tuple[RankingReference | None, str | Non
     url, fingerprint = dataset.get("url"), dataset.get("fingerprint")
     if not url or not fingerprint:
         return None, "the bundle does not record its training dataset"
-    with _LOCK:
+    with _LOCK:  # an answer, found or not, is kept: every primer task of the run asks
         key = (url, fingerprint)
         if key not in _REFERENCES:
             try:
                 corpus = load_corpus(url)
             except (IncompleteDatasetError, FileNotFoundError) as exc:
-                return None, f"the training dataset cannot be read: {exc}"
-            if corpus.fingerprint != fingerprint:
-                return None, f"the dataset at {url} was rebuilt since training (fingerprint changed)"
-            _REFERENCES[key] = RankingReference.of_corpus(corpus)
-        return _REFERENCES[key], None
+                _REFERENCES[key] = (None, f"the training dataset cannot be read: {exc}")
+            else:
+                _REFERENCES[key] = ((RankingReference.of_corpus(corpus), None) if corpus.fingerprint == fingerprint
+                                    else (None, f"the dataset at {url} was rebuilt since training"))
+        return _REFERENCES[key]
 
 
 def score_generated(generator, results: Sequence, reference: RankingReference | None,
