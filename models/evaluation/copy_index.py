@@ -7,13 +7,15 @@ datasets transpose melodies, judged files may not be), and a note held for two b
 32. A leading rest makes no token. A run of matching tokens covers the steps from its first token to
 the end of its last one's hold; that is the span's length in steps.
 
-**Index.** The training melodies' tokens form one stream with a polynomial rolling hash (mod 2^64)
-over it. Every n-gram of ``n = 1 … anchor`` tokens lying inside one melody goes into a sorted table
+**Index.** The training melodies' tokens form one stream, a separator after each melody, with a
+polynomial rolling hash (mod 2^64) over it. Every n-gram of ``n = 1 … anchor`` tokens lying inside one
+melody goes into a sorted table
 of its mixed hash with the low bits replaced by its position (one ``np.sort``, no argsort), with a
 directory on the top bits. To learn whether a query window of ``L > anchor`` tokens occurs in a
 training melody, its rarest anchor-gram is looked up; each occurrence gives one candidate alignment,
-checked by comparing the window's hash with the stream's (prefix hashes make that O(1)); a window
-with an anchor-gram that occurs nowhere fails at once. The longest match starting at each query token
+checked by comparing the window's hash with the stream's (prefix hashes make that O(1); a window
+across a separator never matches, since queries have none); a window with an anchor-gram that occurs
+nowhere fails at once. The longest match starting at each query token
 (its *matching statistic*) is found left to right; since it shrinks by at most one token per
 position, a query of T tokens needs at most 2T window checks, and no melody is compared with another.
 A hash collision could report a false match; the odds per lookup are about the number of n-grams over
@@ -31,6 +33,7 @@ from numba import njit
 ANCHOR = 4
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so powers never vanish mod 2**64
 _OFF, _FIRST, _HOLD_CAP = 0, 256, 4095
+_SEPARATOR = 0  # between melodies in the training stream; every token is at least 1
 
 
 @dataclass(frozen=True)
@@ -125,15 +128,18 @@ def _mix(x):
 
 
 @njit(cache=True)
-def _packed_grams(h, powers, melody_end, length, bits):
-    """Every ``length``-gram inside one melody as its mixed hash with the low ``bits`` replaced by the
+def _packed_grams(h, powers, tokens, length, bits):
+    """Every ``length``-gram without a separator as its mixed hash with the low ``bits`` replaced by the
     gram's start: sorting these keeps each gram's position without an argsort."""
-    n = h.size - 1
+    n = tokens.size
     out = np.empty(n, np.uint64)
     low = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
     k = 0
-    for i in range(n - length + 1):
-        if i + length <= melody_end[i]:
+    run = 0  # tokens since the last separator
+    for end in range(n):
+        run = 0 if tokens[end] == _SEPARATOR else run + 1
+        if run >= length:
+            i = end - length + 1
             out[k] = (_mix(_window_hash(h, powers, i, length)) & ~low) | np.uint64(i)
             k += 1
     return out[:k]
@@ -155,15 +161,18 @@ def _bucket(table, directory, value, bits, shift):
 
 def _directory(table: np.ndarray, shift: int) -> np.ndarray:
     counts = np.bincount((table >> np.uint64(shift)).astype(np.int64), minlength=1 << (64 - shift))
-    return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
 
 
 @njit(cache=True)
-def _window_found(qh, powers, p, length, tables, dirs, counts, rh, melody_start, melody_end, anchor, bits, shift):
-    """Where the query window [p, p + length) occurs inside one training melody (stream position), or -1."""
+def _window_found(qh, powers, p, length, tables, dirs, counts, firsts, rh, anchor, bits, shift):
+    """Where the query window [p, p + length) occurs in the training stream (its start), or -1. A window
+    across two training melodies contains a separator, which no query has, so it never matches."""
+    if length == anchor:
+        return firsts[p] if counts[p] > 0 else -1
     target = _window_hash(qh, powers, p, length)
     low = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
-    if length <= anchor:
+    if length < anchor:
         # Short windows are looked up by the hash's high 64 - bits bits alone (43 for a million tokens: a
         # false hit has odds of about grams / 2^43, 1e-7); checking the full hash would cost two cache
         # misses per lookup, the largest cost of a query.
@@ -178,24 +187,27 @@ def _window_found(qh, powers, p, length, tables, dirs, counts, rh, melody_start,
                 return -1
     table = tables[anchor - 1]
     lo, hi = _bucket(table, dirs[anchor - 1], _window_hash(qh, powers, best, anchor), bits, shift)
+    stream = rh.size - 1
     for k in range(lo, hi):
-        at = np.int64(table[k] & low)
-        start = at - (best - p)
-        if start < melody_start[at] or start + length > melody_end[at]:
-            continue
-        if _window_hash(rh, powers, start, length) == target:
+        start = np.int64(table[k] & low) - (best - p)
+        if start >= 0 and start + length <= stream and _window_hash(rh, powers, start, length) == target:
             return start
     return -1
 
 
 @njit(cache=True)
-def _longest_match(tokens, pos, hold, qh, powers, tables, dirs, rh, melody_start, melody_end, anchor, bits, shift):
+def _longest_match(tokens, pos, hold, qh, powers, tables, dirs, rh, anchor, bits, shift):
     """``(steps, query token, reference stream position)`` of one query's longest copied span."""
     n = tokens.size
+    low = (np.uint64(1) << np.uint64(bits)) - np.uint64(1)
     counts = np.zeros(n, np.int64)
-    for a in range(n - anchor + 1):
-        lo, hi = _bucket(tables[anchor - 1], dirs[anchor - 1], _window_hash(qh, powers, a, anchor), bits, shift)
+    firsts = np.full(n, -1, np.int64)
+    table = tables[anchor - 1]
+    for a in range(n - anchor + 1):  # occurrences of every anchor-gram of the query, and where one is
+        lo, hi = _bucket(table, dirs[anchor - 1], _window_hash(qh, powers, a, anchor), bits, shift)
         counts[a] = hi - lo
+        if hi > lo:
+            firsts[a] = np.int64(table[lo] & low)
     best_steps, best_p, best_ref = 0, -1, -1
     m, ref = 0, -1
     for p in range(n):
@@ -203,8 +215,7 @@ def _longest_match(tokens, pos, hold, qh, powers, tables, dirs, rh, melody_start
             m -= 1
             ref += 1
         while p + m < n:
-            found = _window_found(qh, powers, p, m + 1, tables, dirs, counts, rh, melody_start, melody_end, anchor,
-                                  bits, shift)
+            found = _window_found(qh, powers, p, m + 1, tables, dirs, counts, firsts, rh, anchor, bits, shift)
             if found < 0:
                 break
             m += 1
@@ -217,8 +228,7 @@ def _longest_match(tokens, pos, hold, qh, powers, tables, dirs, rh, melody_start
 
 
 @njit(cache=True)
-def _longest_matches(tokens, pos, hold, offsets, powers, tables, dirs, rh, melody_start, melody_end, anchor, bits,
-                     shift):
+def _longest_matches(tokens, pos, hold, offsets, powers, tables, dirs, rh, anchor, bits, shift):
     """:func:`_longest_match` for every query melody of a concatenated batch."""
     queries = offsets.size - 1
     steps = np.zeros(queries, np.int64)
@@ -229,7 +239,7 @@ def _longest_matches(tokens, pos, hold, offsets, powers, tables, dirs, rh, melod
         a, b = offsets[q], offsets[q + 1]
         if b > a:
             s, p, r = _longest_match(tokens[a:b], pos[a:b], hold[a:b], qh[a:b + 1], powers, tables, dirs, rh,
-                                     melody_start, melody_end, anchor, bits, shift)
+                                     anchor, bits, shift)
             steps[q], first[q], ref[q] = s, (a + p if p >= 0 else -1), r
     return steps, first, ref
 
@@ -240,22 +250,30 @@ class CopyIndex:
     def __init__(self, melodies: Sequence, anchor: int = ANCHOR):
         self.anchor = anchor
         events, offsets = _concatenated(melodies)
-        self.tokens, self.steps, _, self.offsets = _tokens_many(events, offsets, np.zeros(len(melodies), np.int64))
-        sizes = np.diff(self.offsets)
-        self.melody_of = np.repeat(np.arange(len(melodies)), sizes)
-        self.melody_start = np.repeat(self.offsets[:-1], sizes)
-        self.melody_end = np.repeat(self.offsets[1:], sizes)
+        tokens, steps, _, token_offsets = _tokens_many(events, offsets, np.zeros(len(melodies), np.int64))
+        self.count = len(melodies)
+        # One stream: each melody's tokens, then a separator, so no match runs from one into the next.
+        sizes = np.diff(token_offsets)
+        at = token_offsets[:-1] + np.arange(len(melodies))  # where each melody starts in the stream
+        inside = np.repeat(at, sizes) + (np.arange(tokens.size) - np.repeat(token_offsets[:-1], sizes))
+        self.tokens = np.full(tokens.size + len(melodies), _SEPARATOR, np.int64)
+        self.tokens[inside] = tokens
+        self.steps = np.full(self.tokens.size, -1, np.int64)
+        self.steps[inside] = steps
+        self.melody_of = np.full(self.tokens.size, -1, np.int64)
+        self.melody_of[inside] = np.repeat(np.arange(len(melodies)), sizes)
         self.hashes = _prefix_hashes(self.tokens)
         self.powers = _powers(max(self.tokens.size, 1) + 1)
         self.bits = max(int(self.tokens.size).bit_length(), 1)  # low hash bits that hold a gram's start
         # Sorted packed grams of every length 1..anchor: presence tables and the anchor index.
-        self.tables = tuple(np.sort(_packed_grams(self.hashes, self.powers, self.melody_end, length, self.bits))
+        self.tables = tuple(np.sort(_packed_grams(self.hashes, self.powers, self.tokens, length, self.bits))
                             for length in range(1, anchor + 1))
-        self.shift = 64 - min(max(self.bits, 1), 22)  # a directory of about one entry per gram, at most 4M
+        # A directory entry per about four grams (at most 4M): small enough to stay in cache.
+        self.shift = 64 - min(max(self.bits - 2, 1), 22)
         self.dirs = tuple(_directory(t, self.shift) for t in self.tables)
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return self.count
 
     def longest_copy(self, events, start_step: int = 0) -> CopySpan:
         """The longest span of ``events`` (from ``start_step`` on) found in one training melody."""
@@ -266,12 +284,11 @@ class CopyIndex:
         starts = np.asarray(start_steps if start_steps is not None else [0] * len(melodies), dtype=np.int64)
         events, offsets = _concatenated(melodies)
         tokens, pos, hold, token_offsets = _tokens_many(events, offsets, starts)
-        if not self.tokens.size or not tokens.size:
+        if not self.count or not tokens.size:
             return [CopySpan(0, int(s), -1, 0) for s in starts]
         longest = int(np.diff(token_offsets).max())
         powers = self.powers if self.powers.size > longest + 1 else _powers(longest + 1)
         steps, first, ref = _longest_matches(tokens, pos, hold, token_offsets, powers, self.tables, self.dirs,
-                                             self.hashes, self.melody_start, self.melody_end, self.anchor,
-                                             self.bits, self.shift)
+                                             self.hashes, self.anchor, self.bits, self.shift)
         return [CopySpan(int(steps[i]), int(pos[first[i]]), int(self.melody_of[ref[i]]), int(self.steps[ref[i]]))
                 if first[i] >= 0 else CopySpan(0, int(starts[i]), -1, 0) for i in range(len(starts))]
