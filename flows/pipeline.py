@@ -15,6 +15,7 @@ from prefect.cache_policies import NONE
 from prefect.states import Failed, State
 
 from melodyflow.flows.dataset import build_melody_dataset
+from melodyflow.flows.evaluate import EVALUATIONS_DIR, evaluate_melodies
 from melodyflow.flows.generate import INDEX, generate_melodies
 from melodyflow.flows.ingest import ingest_corpus
 from melodyflow.flows.settings import RunSettings, StageError
@@ -50,11 +51,11 @@ def primers_task(source: str, directory: str, window: PrimerWindow, count: int =
 
 
 @task(name="write-gallery", cache_policy=NONE)
-def gallery_task(out: str) -> str:
-    """``OUT/index.html`` from the generation index and, when present, ``OUT/evaluation.json``."""
+def gallery_task(out: str, evaluation: dict | None = None) -> str:
+    """``OUT/index.html`` from the generation index and the model's evaluation (default: ``OUT/evaluation.json``)."""
     from melodyflow.models.generation.gallery import write_gallery
 
-    url = write_gallery(out)
+    url = write_gallery(out, evaluation=evaluation)
     get_run_logger().info("Gallery: %s", url)
     return url
 
@@ -126,14 +127,16 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_ro
                     primers: str | None = None, num_outputs: int = DEFAULTS.num_outputs,
                     num_steps: int = DEFAULTS.num_steps, temperature: float = DEFAULTS.temperature,
                     primer_bars: int | None = None, primer_start_bar: int | None = None,
-                    audio: bool = True) -> dict | State:
+                    audio: bool = True, keep_best: int | None = None) -> dict | State:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     The model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
     ``primers`` (glob, directory or file) replaces the default primers, excerpts of the corpus;
     ``primer_bars`` and ``primer_start_bar`` choose the window of each primer file (default for the
     corpus excerpts: two bars from the first note's bar; for ``primers``: the whole file).
-    ``audio=False`` writes no WAVs. The run ends with the gallery, ``<generated>/index.html``.
+    ``audio=False`` writes no WAVs; with ``keep_best`` K only the K best-scored of each primer's outputs are
+    kept. The run then evaluates its model (held-out metrics and samples judged against the eval split) into
+    ``DATA_ROOT/evaluations/<run>-<bundle version>`` and ends with the gallery, ``<generated>/index.html``.
     """
     if source is None:
         source = demo_corpus_task(default_cache_dir())
@@ -146,8 +149,32 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_ro
     training = _train(data_root, config, dataset, hparams, num_training_steps)
     window = PrimerWindow(primer_bars, primer_start_bar) if primer_bars else None
     generation = _generate(source, data_root, training, primers, window,
-                           {"num_outputs": num_outputs, "num_steps": num_steps, "temperature": temperature},
-                           audio)
-    gallery = gallery_task(generation["index"].rsplit("/", 1)[0])
+                           {"num_outputs": num_outputs, "num_steps": num_steps, "temperature": temperature,
+                            "keep_best": keep_best}, audio)
+    bundle = training["bundle"]
+    run_name = training["run_dir"].rstrip("/").rsplit("/", 1)[-1]
+    evaluation = _evaluate_model(data_root, config, bundle, dataset["info"]["counts"]["eval"], storage.join(
+        data_root, EVALUATIONS_DIR, f"{run_name}-{bundle.rstrip('/').rsplit('/', 1)[-1]}"))
+    gallery = gallery_task(generation["index"].rsplit("/", 1)[0], evaluation if "generated" in evaluation else None)
     return {"source": source, "data_root": data_root, "ingest": ingest, "dataset": dataset,
-            "training": training, "generation": {**generation, "gallery": gallery}, "gallery": gallery}
+            "training": training, "generation": {**generation, "gallery": gallery}, "gallery": gallery,
+            "evaluation": evaluation}
+
+
+def _evaluate_model(data_root: str, config: str, bundle: str, eval_melodies: int, out: str) -> dict:
+    """Held-out metrics and judged samples of the run's bundle; skipped when ``out`` already has them,
+    and when the dataset's eval split is empty (a corpus of a few files), which leaves nothing to judge by."""
+    from melodyflow.models.evaluation.report import RESULT
+
+    if not eval_melodies:
+        reason = "the dataset's eval split is empty"
+        get_run_logger().warning("Not evaluating %s: %s", bundle, reason)
+        return {"status": "skipped", "reason": reason}
+    result_url = storage.join(out, RESULT)
+    if storage.exists(result_url):
+        previous = json.loads(storage.read_text(result_url))
+        if previous.get("settings", {}).get("bundle") == bundle:
+            get_run_logger().info("Model %s already evaluated in %s; skipping", bundle, out)
+            return {**previous, "status": "up_to_date", "output": out}
+    return {"status": "evaluated", **evaluate_melodies(data_root=data_root, config=config, bundle=bundle,
+                                                        output=out)}

@@ -149,7 +149,9 @@ def test_pipeline_runs_every_stage_then_skips_them_all(prefect_harness, tmp_path
     from support import write_corpus
     from melodyflow.flows.pipeline import melody_pipeline
 
-    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(10)})
+    # Seeds 39 and 48 hash into the eval split and yield melodies, which the evaluation stage needs.
+    seeds = [*range(10), 39, 48]
+    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in seeds})
     kwargs = dict(source=str(corpus), data_root=str(tmp_path / "data"), workers=1, num_training_steps=8,
                   hparams='{"batch_size": 4, "rnn_layer_sizes": [8]}')
     first = melody_pipeline(**kwargs)
@@ -164,3 +166,5 @@ def test_pipeline_runs_every_stage_then_skips_them_all(prefect_harness, tmp_path
     assert generated["counts"]["outputs"] == 4 * generated["counts"]["ok"]
     assert second["generation"]["status"] == "up_to_date"
     assert (tmp_path / "data" / "primers").is_dir()
+    assert first["evaluation"]["status"] == "evaluated" and second["evaluation"]["status"] == "up_to_date"
+    assert first["evaluation"]["heldout"]["loss"] > 0 and first["evaluation"]["generated"]["count"] == 64

@@ -10,7 +10,7 @@ import sys
 import warnings
 from typing import NoReturn
 
-from melodyflow.flows.cli import dataset, demo, generate, import_magenta, ingest, run, server, train
+from melodyflow.flows.cli import dataset, demo, evaluate, generate, import_magenta, ingest, run, server, train
 from melodyflow.flows.cli.command import Command, UsageError
 from melodyflow.flows.cli.options import EPILOG, HelpFormatter, Parser, add_output_args
 
@@ -20,6 +20,7 @@ COMMANDS: tuple[Command, ...] = (
     dataset.COMMAND,
     train.COMMAND,
     generate.COMMAND,
+    evaluate.COMMAND,
     import_magenta.COMMAND,
     demo.COMMAND,
     server.COMMAND,

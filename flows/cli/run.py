@@ -7,7 +7,8 @@ from typing import cast
 
 from melodyflow.flows.cli import checks, output
 from melodyflow.flows.cli.command import Command
-from melodyflow.flows.cli.generate import add_sampling_args, add_window_args, check_window
+from melodyflow.flows.cli.generate import (add_keep_best_arg, add_sampling_args, add_window_args, check_keep_best,
+                                           check_window)
 from melodyflow.flows.cli.options import (add_audio_arg, add_config_arg, add_setting, add_workers_arg, at_least,
                                           default_of)
 from melodyflow.flows.cli.train import check_hparams
@@ -32,10 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "excerpts, the whole file for --primers)")
     add_sampling_args(parser, RunSettings)
     add_audio_arg(parser)
+    add_keep_best_arg(parser)
 
 
 def check(args: argparse.Namespace) -> None:
     check_window(args)
+    check_keep_best(args)
     check_hparams(args.config, "magenta", args.hparams)
     if args.source is not None:
         checks.readable_source(args.source, args.data_root)
@@ -48,7 +51,8 @@ def run(args: argparse.Namespace) -> dict:
     result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers, config=args.config,
                            num_training_steps=args.num_training_steps, hparams=args.hparams, primers=args.primers,
                            num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
-                           primer_bars=args.primer_bars, primer_start_bar=args.primer_start_bar, audio=args.audio)
+                           primer_bars=args.primer_bars, primer_start_bar=args.primer_start_bar, audio=args.audio,
+                             keep_best=args.keep_best)
     return cast(dict, result)  # a failed run raises its StageError instead of returning a state
 
 

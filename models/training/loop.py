@@ -80,6 +80,40 @@ def _no_event_label(info: dict) -> int:
     return int(get_config(info["config"]).encoder_decoder.default_event_label)
 
 
+SUM_KEYS = ("loss_sum", "steps", "correct", "events", "events_correct", "no_events", "no_events_correct")
+
+
+def make_evaluator(model, eval_paths: list[str], info: dict, batch_size: int) -> Callable[[], dict]:
+    """A function computing Magenta's metrics (loss, perplexity, accuracy, event and no-event accuracy)
+    of ``model`` over the whole eval split at ``eval_paths`` (local shards); ``{}`` when it is empty.
+
+    The training loop calls it at every eval; ``melodyflow evaluate`` calls it once on a bundle.
+    """
+    import tensorflow as tf
+
+    from melodyflow.models.network.melody_rnn import masked_metrics, summarize_metrics
+    from melodyflow.models.training.input_pipeline import make_dataset
+
+    no_event = _no_event_label(info)
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(inputs, labels, lengths):
+        return masked_metrics(model(inputs, training=False), labels, lengths, no_event)
+
+    def evaluate() -> dict:
+        if info["counts"]["eval"] == 0:
+            return {}
+        ds = make_dataset(eval_paths, fmt=info["format"], input_size=info["input_size"],
+                          batch_size=batch_size, training=False)
+        total = dict.fromkeys(SUM_KEYS, 0.0)
+        for inputs, labels, lengths in ds:
+            for k, v in eval_step(inputs, labels, lengths).items():
+                total[k] += float(v)
+        return summarize_metrics(total)
+
+    return evaluate
+
+
 def train(data_root: str, run_dir: str, settings: TrainSettings, hparams: HParams,
           progress: Callable[[dict], None] = lambda event: None) -> TrainResult:
     """Train ``settings.config`` on ``DATA_ROOT/melodies/<config>``; write everything under ``run_dir``.
@@ -143,7 +177,7 @@ def train(data_root: str, run_dir: str, settings: TrainSettings, hparams: HParam
         save_checkpoint()  # the guard always has a good state to return to
 
     writers = {s: tf.summary.create_file_writer(rd.local_path(s)) for s in ("train", "eval")}
-    sum_keys = ("loss_sum", "steps", "correct", "events", "events_correct", "no_events", "no_events_correct")
+    sum_keys = SUM_KEYS
 
     @tf.function(reduce_retracing=True)
     def train_step(inputs, labels, lengths, inject_nan):
@@ -167,20 +201,7 @@ def train(data_root: str, run_dir: str, settings: TrainSettings, hparams: HParam
         loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
         return sums, loss
 
-    @tf.function(reduce_retracing=True)
-    def eval_step(inputs, labels, lengths):
-        return masked_metrics(model(inputs, training=False), labels, lengths, no_event)
-
-    def evaluate() -> dict:
-        if info["counts"]["eval"] == 0:
-            return {}
-        ds = make_dataset(local["eval"], fmt=info["format"], input_size=info["input_size"],
-                          batch_size=hparams.batch_size, training=False)
-        total = {k: 0.0 for k in sum_keys}
-        for inputs, labels, lengths in ds:
-            for k, v in eval_step(inputs, labels, lengths).items():
-                total[k] += float(v)
-        return summarize_metrics(total)
+    evaluate = make_evaluator(model, local["eval"], info, hparams.batch_size)
 
     history: list[dict] = []
     divergences: list[dict] = []
