@@ -117,7 +117,9 @@ def test_cli_refuses_bad_invocations(trained, tmp_path, capsys):
     assert "--num-samples" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "nowhere"), "--generated", str(tmp_path)]) == 2
     assert "COMPLETED" in capsys.readouterr().err
-    assert main(["evaluate", trained["data"], "--bundle", trained["run"], "--num-samples", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse's own check: one line, status 2
+        main(["evaluate", trained["data"], "--bundle", trained["run"], "--num-samples", "0"])
+    assert refused.value.code == 2
     assert main(["generate", trained["run"], "--output", str(tmp_path / "g"), "--num-outputs", "2",
                  "--keep-best", "3"]) == 2
     assert "--keep-best" in capsys.readouterr().err
@@ -138,7 +140,7 @@ def test_keep_best_leaves_the_best_k_ranked_and_is_deterministic(prefect_harness
         assert len(discarded) == 4 and all(d["score"] <= kept[-1]["score"] or d["problems"] for d in discarded)
         assert set(kept[0]["score_components"]) == {"log_likelihood", "closeness", "copy", "repetition"}
         files = sorted(p.name for p in (tmp_path / "one" / entry["id"]).iterdir())
-        assert files == sorted(f"{o['candidate']:03d}.{ext}" for o in kept for ext in ("mid", "png"))
+        assert files == sorted(f"{o['candidate']:03d}.{ext}" for o in kept for ext in ("mid", "png", "wav"))
     generate_melodies(output=str(tmp_path / "two"), **kwargs)
     for name in ("index.json", *[o["midi"] for e in index["primers"] for o in e["outputs"]]):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
