@@ -9,9 +9,7 @@ import os
 import sys
 import warnings
 
-from melodyflow.transforms.melodies.configs import CONFIGS  # light: note-seq is imported only when encoding
-
-CONFIG_NAMES = tuple(CONFIGS)
+from melodyflow.transforms.melodies.configs import CONFIG_NAMES  # light: note-seq is imported only when encoding
 
 EPILOG = """\
 Paths may be local directories or fsspec URLs (gs://bucket/prefix, s3://bucket/prefix).
@@ -38,6 +36,38 @@ def _add_runner_args(parser: argparse.ArgumentParser) -> None:
                              "project=..., region=..., temp_location=gs://... (dataflow)")
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _add_training_limit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--time-budget", type=_positive_seconds, default=None, metavar="SECONDS",
+                        help="stop training after this many seconds of this run (start-up included), then "
+                             "evaluate, checkpoint and export a bundle; the summary gives the step reached")
+    parser.add_argument("--init-from", default=None, metavar="BUNDLE_OR_RUN_DIR",
+                        help="fine-tune: start from this bundle's weights (or a RUN_DIR's latest bundle) with a "
+                             "fresh optimizer at step 0; same config and encoding required, architecture kept")
+
+
+def _config_for(args: argparse.Namespace) -> str:
+    """``--config``, else the --init-from parent's config, else basic_rnn; checks the parent early."""
+    if not args.init_from:
+        return args.config or "basic_rnn"
+    from melodyflow.models.training.fine_tune import FineTuneError, open_parent
+
+    parent = open_parent(args.init_from)
+    if args.config and args.config != parent.config:
+        raise FineTuneError(f"--init-from {parent.url} is a {parent.config} bundle, not {args.config}; "
+                            f"train with --config {parent.config} or choose another bundle")
+    return parent.config
+
+
 def _add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the result on stdout (logs stay on stderr)")
@@ -59,11 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where all outputs go (default: ./melodyflow-data)")
     run.add_argument("--workers", type=int, default=None, metavar="N",
                      help="parallel worker processes (default: the number of CPUs)")
-    run.add_argument("--config", default="basic_rnn",
+    run.add_argument("--config", default=None,
                      choices=CONFIG_NAMES,
-                     help="Melody RNN configuration for the dataset and training stages (default: basic_rnn)")
+                     help="model configuration for the dataset and training stages (default: basic_rnn, or "
+                          "the --init-from bundle's)")
     run.add_argument("--num-training-steps", type=int, default=300, metavar="N",
-                     help="training steps of the small demo model (2x64 LSTM, batch 32; default: 300)")
+                     help="training steps of the small demo model (2x64 LSTM, batch 32; music_transformer: "
+                          "2 layers of 64, batch 16; default: 300)")
+    _add_training_limit_args(run)
     run.add_argument("--primers", default=None, metavar="GLOB_OR_URL",
                      help="primer MIDI files for the generation stage (default: two-bar excerpts of the "
                           "corpus' first four MIDI files)")
@@ -128,18 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("data_root", help="the DATA_ROOT holding melodies/<config>/")
     train.add_argument("run_dir", help="where checkpoints, summaries and bundles go")
-    train.add_argument("--config", default="basic_rnn",
+    train.add_argument("--config", default=None,
                        choices=CONFIG_NAMES,
-                       help="Melody RNN configuration (default: basic_rnn)")
+                       help="model configuration (default: basic_rnn, or the --init-from bundle's); "
+                            "music_transformer trains on basic_rnn's dataset")
     train.add_argument("--hparams", default=None, metavar="SPEC",
                        help="hyperparameter overrides as JSON ('{\"rnn_layer_sizes\":[64]}') or Magenta's "
-                            "form ('batch_size=64,rnn_layer_sizes=[64,64]'); keys: batch_size, "
-                            "rnn_layer_sizes, dropout_keep_prob, clip_norm, learning_rate, attn_length")
-    train.add_argument("--preset", choices=("magenta", "debug"), default="magenta",
-                       help="base hparams: Magenta's defaults, or a tiny debug model that trains in "
-                            "seconds (default: magenta)")
-    train.add_argument("--num-training-steps", type=int, default=20000, metavar="N",
-                       help="train until this global step (default: 20000)")
+                            "form ('batch_size=64,rnn_layer_sizes=[64,64]'); RNN keys: batch_size, "
+                            "rnn_layer_sizes, dropout_keep_prob, clip_norm, learning_rate, attn_length; "
+                            "music_transformer keys: batch_size, num_layers, num_heads, d_model, d_ff, "
+                            "dropout_rate, max_relative_distance, learning_rate, warmup_steps, clip_norm")
+    train.add_argument("--preset", choices=("magenta", "debug"), default=None,
+                       help="base hparams: the config's defaults (Magenta's for the RNNs), or a tiny debug "
+                            "model that trains in seconds (default: magenta)")
+    train.add_argument("--num-training-steps", type=int, default=None, metavar="N",
+                       help="train until this global step (default: 20000; no step limit with --time-budget)")
     train.add_argument("--eval-every", type=int, default=500, metavar="N",
                        help="evaluate on the eval split every N steps and at the end (default: 500)")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
@@ -150,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="require an existing checkpoint to resume from (resuming is automatic "
                             "whenever RUN_DIR has one)")
+    _add_training_limit_args(train)
     _add_json_arg(train)
 
     gen = sub.add_parser(
@@ -218,7 +255,10 @@ def _print_dataset(summary: dict) -> None:
 
 
 def _print_training(result: dict) -> None:
-    print(f"Trained to step {result['step']} (from {result['start_step']}) in {result['elapsed_s']:.1f} s")
+    budget = " (time budget reached)" if result.get("stop_reason") == "time_budget" else ""
+    print(f"Trained to step {result['step']} (from {result['start_step']}) in {result['elapsed_s']:.1f} s{budget}")
+    if result.get("parent"):
+        print(f"  fine-tuned from {result['parent']['url']} (step {result['parent']['step']})")
     for split in ("train", "eval"):
         metrics = result[f"{split}_metrics"]
         if metrics:
@@ -310,16 +350,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from melodyflow.flows.train import resolve_hparams, train_melody_model
 
-            resolve_hparams(args.config, args.preset, args.hparams)  # validate before starting a flow
+            config = _config_for(args)
+            resolve_hparams(config, args.preset, args.hparams, args.init_from)  # validate before starting a flow
             if args.resume:
                 from melodyflow.transforms.io import storage
 
                 if not storage.list_dir(storage.join(args.run_dir, "checkpoints")):
                     raise ValueError(f"--resume: {args.run_dir} has no checkpoints to resume from")
+            steps = args.num_training_steps or (None if args.time_budget else 20000)
             result = train_melody_model(
-                data_root=args.data_root, run_dir=args.run_dir, config=args.config, hparams=args.hparams,
-                preset=args.preset, num_training_steps=args.num_training_steps, eval_every=args.eval_every,
-                checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed)
+                data_root=args.data_root, run_dir=args.run_dir, config=config, hparams=args.hparams,
+                preset=args.preset or "magenta", num_training_steps=steps, eval_every=args.eval_every,
+                checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed,
+                time_budget_s=args.time_budget, init_from=args.init_from)
             _emit(args, result, _print_training)
             return 0
         if args.command == "generate":
@@ -336,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     events = json.loads(args.primer_melody)
                 except json.JSONDecodeError:
-                    raise ValueError(f"--primer-melody must be a list like [60,-2,62,-2], got {args.primer_melody!r}") from None
+                    raise ValueError("--primer-melody must be a list like [60,-2,62,-2], "
+                                     f"got {args.primer_melody!r}") from None
             result = generate_melodies(
                 bundle=args.bundle, output=args.output, primers=args.primers, primer_melody=events,
                 num_outputs=args.num_outputs, num_steps=args.num_steps, temperature=args.temperature,
@@ -349,8 +393,9 @@ def main(argv: list[str] | None = None) -> int:
             from melodyflow.flows.pipeline import melody_pipeline
 
             result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
-                                     config=args.config, num_training_steps=args.num_training_steps,
-                                     primers=args.primers)
+                                     config=_config_for(args), num_training_steps=args.num_training_steps,
+                                     primers=args.primers, time_budget_s=args.time_budget,
+                                     init_from=args.init_from)
             _emit(args, result, _print_pipeline)
             return 0
     except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError,

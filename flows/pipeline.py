@@ -21,6 +21,7 @@ from melodyflow.transforms.ingest.demo_corpus import build_demo_corpus, default_
 DEFAULT_DATA_ROOT = "melodyflow-data"
 # Small enough to train in about a minute on two CPU cores, big enough to learn something.
 DEFAULT_HPARAMS = '{"batch_size": 32, "rnn_layer_sizes": [64, 64], "learning_rate": 0.005}'
+DEFAULT_TRANSFORMER_HPARAMS = '{"batch_size": 16, "d_model": 64, "d_ff": 256}'
 DEFAULT_TRAINING_STEPS = 300
 DEMO_PRIMERS = 4
 DEMO_OUTPUTS = 4
@@ -58,16 +59,33 @@ def demo_corpus_task(directory: str) -> str:
     return directory
 
 
+def demo_hparams(config: str) -> str:
+    from melodyflow.models.hparams import TRANSFORMER_CONFIGS
+
+    return DEFAULT_TRANSFORMER_HPARAMS if config in TRANSFORMER_CONFIGS else DEFAULT_HPARAMS
+
+
+def run_name(config: str, fingerprint: str, init_from: str | None) -> str:
+    """``<config>-<dataset fingerprint>``, plus a hash of the parent for a fine-tuning run."""
+    import hashlib
+
+    name = f"{config}-{fingerprint[:12]}"
+    return f"{name}-from-{hashlib.sha256(init_from.encode()).hexdigest()[:8]}" if init_from else name
+
+
 @flow(name="melody-pipeline")
 def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROOT,
                     workers: int | None = None, config: str = "basic_rnn",
-                    num_training_steps: int = DEFAULT_TRAINING_STEPS, hparams: str = DEFAULT_HPARAMS,
-                    primers: str | None = None) -> dict:
+                    num_training_steps: int = DEFAULT_TRAINING_STEPS, hparams: str | None = None,
+                    primers: str | None = None, time_budget_s: float | None = None,
+                    init_from: str | None = None) -> dict:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     Each stage skips work whose outputs are already complete for the same inputs and settings. The
     model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
     ``primers`` (glob, directory or file) replaces the default primers cut from the corpus.
+    ``hparams`` defaults to a small demo model per config (the parent's when fine-tuning with
+    ``init_from``); ``time_budget_s`` also stops training after that many seconds.
     """
     from melodyflow.models.bundles.bundle import finished_bundle
     from melodyflow.transforms.io import storage
@@ -80,10 +98,16 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     fingerprint = dataset["info"]["fingerprint"]
     from melodyflow.flows.train import resolve_hparams
 
-    wanted = resolve_hparams(config, "magenta", hparams).to_dict()
-    run_name = f"{config}-{fingerprint[:12]}"
-    run_dir = storage.join(data_root, "runs", run_name)
-    done = finished_bundle(run_dir, num_training_steps, fingerprint, wanted)
+    if init_from:
+        from melodyflow.models.bundles.bundle import resolve_bundle
+
+        init_from = resolve_bundle(init_from)  # a RUN_DIR's bundle of today: the run name hashes it
+    elif hparams is None:
+        hparams = demo_hparams(config)
+    wanted = resolve_hparams(config, None, hparams, init_from).to_dict()
+    name = run_name(config, fingerprint, init_from)
+    run_dir = storage.join(data_root, "runs", name)
+    done = finished_bundle(run_dir, num_training_steps, fingerprint, wanted, time_budget_s)
     if done:
         get_run_logger().info("Model %s already trained to step %d on this dataset; skipping training",
                               done["url"], done["step"])
@@ -92,9 +116,10 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULT_DATA_ROO
     else:
         training = {"status": "trained", **train_melody_model(
             data_root=data_root, run_dir=run_dir, config=config, hparams=hparams,
-            num_training_steps=num_training_steps, eval_every=100)}
+            num_training_steps=num_training_steps, eval_every=100, time_budget_s=time_budget_s,
+            init_from=init_from)}
     bundle = training["bundle"]
-    out = storage.join(data_root, "generated", f"{run_name}-{bundle.rstrip('/').rsplit('/', 1)[-1]}")
+    out = storage.join(data_root, "generated", f"{name}-{bundle.rstrip('/').rsplit('/', 1)[-1]}")
     index_url = storage.join(out, INDEX)
     previous = json.loads(storage.read_text(index_url)) if storage.exists(index_url) else None
     primer_spec = primers or storage.join(data_root, "primers")
