@@ -73,13 +73,7 @@ def _add_json_arg(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object with the result on stdout (logs stay on stderr)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="melodyflow",
-        description="MIDI corpora → NoteSequences → melody datasets → trained melody RNNs → music.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_run_parser(sub) -> None:
     run = sub.add_parser("run", help="run the whole pipeline (default: on the built-in demo corpus)",
                          description="Run every stage end to end. With no arguments: build the demo "
                                      "corpus, ingest it into ./melodyflow-data.")
@@ -101,6 +95,56 @@ def build_parser() -> argparse.ArgumentParser:
                      help="primer MIDI files for the generation stage (default: two-bar excerpts of the "
                           "corpus' first four MIDI files)")
     _add_json_arg(run)
+
+
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser(
+        "train", help="train a melody model (RNN or Transformer) on a dataset built by `melodyflow dataset`",
+        description="Train a Melody RNN or the Music Transformer (Keras, TensorFlow) on "
+                    "DATA_ROOT/melodies/<config>. Checkpoints, "
+                    "TensorBoard event files (RUN_DIR/train, RUN_DIR/eval) and versioned model bundles "
+                    "(RUN_DIR/bundles/vNNNN) go to RUN_DIR, which may be local, gs:// or s3://. A run "
+                    "resumes from RUN_DIR's latest checkpoint when there is one.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("data_root", help="the DATA_ROOT holding melodies/<config>/")
+    train.add_argument("run_dir", help="where checkpoints, summaries and bundles go")
+    train.add_argument("--config", default=None,
+                       choices=CONFIG_NAMES,
+                       help="model configuration (default: basic_rnn, or the --init-from bundle's); "
+                            "music_transformer trains on basic_rnn's dataset")
+    train.add_argument("--hparams", default=None, metavar="SPEC",
+                       help="hyperparameter overrides as JSON ('{\"rnn_layer_sizes\":[64]}') or Magenta's "
+                            "form ('batch_size=64,rnn_layer_sizes=[64,64]'); RNN keys: batch_size, "
+                            "rnn_layer_sizes, dropout_keep_prob, clip_norm, learning_rate, attn_length; "
+                            "music_transformer keys: batch_size, num_layers, num_heads, d_model, d_ff, "
+                            "dropout_rate, max_relative_distance, learning_rate, warmup_steps, clip_norm")
+    train.add_argument("--preset", choices=("magenta", "debug"), default=None,
+                       help="base hparams: the config's defaults (Magenta's for the RNNs), or a tiny debug "
+                            "model that trains in seconds (default: magenta)")
+    train.add_argument("--num-training-steps", type=int, default=None, metavar="N",
+                       help="train until this global step (default: 20000; no step limit with --time-budget)")
+    train.add_argument("--eval-every", type=int, default=500, metavar="N",
+                       help="evaluate on the eval split every N steps and at the end (default: 500)")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                       help="save a checkpoint every N steps and at the end (default: --eval-every)")
+    train.add_argument("--keep-checkpoints", type=int, default=5, metavar="K",
+                       help="keep the last K checkpoints (default: 5)")
+    train.add_argument("--seed", type=int, default=0, help="random seed for weights and shuffling (default: 0)")
+    train.add_argument("--resume", action="store_true",
+                       help="require an existing checkpoint to resume from (resuming is automatic "
+                            "whenever RUN_DIR has one)")
+    _add_training_limit_args(train)
+    _add_json_arg(train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="melodyflow",
+        description="MIDI corpora → NoteSequences → melody datasets → trained melody RNNs → music.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_run_parser(sub)
 
     ingest = sub.add_parser(
         "ingest", help="convert a MIDI/MusicXML/ABC corpus into NoteSequence TFRecord shards",
@@ -152,42 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runner_args(dataset)
     _add_json_arg(dataset)
 
-    train = sub.add_parser(
-        "train", help="train a melody RNN on a dataset built by `melodyflow dataset`",
-        description="Train a Melody RNN (Keras, TensorFlow) on DATA_ROOT/melodies/<config>. Checkpoints, "
-                    "TensorBoard event files (RUN_DIR/train, RUN_DIR/eval) and versioned model bundles "
-                    "(RUN_DIR/bundles/vNNNN) go to RUN_DIR, which may be local, gs:// or s3://. A run "
-                    "resumes from RUN_DIR's latest checkpoint when there is one.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("data_root", help="the DATA_ROOT holding melodies/<config>/")
-    train.add_argument("run_dir", help="where checkpoints, summaries and bundles go")
-    train.add_argument("--config", default=None,
-                       choices=CONFIG_NAMES,
-                       help="model configuration (default: basic_rnn, or the --init-from bundle's); "
-                            "music_transformer trains on basic_rnn's dataset")
-    train.add_argument("--hparams", default=None, metavar="SPEC",
-                       help="hyperparameter overrides as JSON ('{\"rnn_layer_sizes\":[64]}') or Magenta's "
-                            "form ('batch_size=64,rnn_layer_sizes=[64,64]'); RNN keys: batch_size, "
-                            "rnn_layer_sizes, dropout_keep_prob, clip_norm, learning_rate, attn_length; "
-                            "music_transformer keys: batch_size, num_layers, num_heads, d_model, d_ff, "
-                            "dropout_rate, max_relative_distance, learning_rate, warmup_steps, clip_norm")
-    train.add_argument("--preset", choices=("magenta", "debug"), default=None,
-                       help="base hparams: the config's defaults (Magenta's for the RNNs), or a tiny debug "
-                            "model that trains in seconds (default: magenta)")
-    train.add_argument("--num-training-steps", type=int, default=None, metavar="N",
-                       help="train until this global step (default: 20000; no step limit with --time-budget)")
-    train.add_argument("--eval-every", type=int, default=500, metavar="N",
-                       help="evaluate on the eval split every N steps and at the end (default: 500)")
-    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
-                       help="save a checkpoint every N steps and at the end (default: --eval-every)")
-    train.add_argument("--keep-checkpoints", type=int, default=5, metavar="K",
-                       help="keep the last K checkpoints (default: 5)")
-    train.add_argument("--seed", type=int, default=0, help="random seed for weights and shuffling (default: 0)")
-    train.add_argument("--resume", action="store_true",
-                       help="require an existing checkpoint to resume from (resuming is automatic "
-                            "whenever RUN_DIR has one)")
-    _add_training_limit_args(train)
-    _add_json_arg(train)
+    _add_train_parser(sub)
 
     gen = sub.add_parser(
         "generate", help="generate melodies from a trained bundle for every primer",
@@ -306,6 +315,32 @@ def _emit(args: argparse.Namespace, result: dict, printer) -> None:
         printer(result)
 
 
+def _train(args: argparse.Namespace) -> dict:
+    from melodyflow.flows.train import resolve_hparams, train_melody_model
+
+    config = _config_for(args)
+    resolve_hparams(config, args.preset, args.hparams, args.init_from)  # validate before starting a flow
+    if args.resume:
+        from melodyflow.transforms.io import storage
+
+        if not storage.list_dir(storage.join(args.run_dir, "checkpoints")):
+            raise ValueError(f"--resume: {args.run_dir} has no checkpoints to resume from")
+    steps = args.num_training_steps or (None if args.time_budget else 20000)
+    return train_melody_model(
+        data_root=args.data_root, run_dir=args.run_dir, config=config, hparams=args.hparams,
+        preset=args.preset or "magenta", num_training_steps=steps, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed,
+        time_budget_s=args.time_budget, init_from=args.init_from)
+
+
+def _run_pipeline(args: argparse.Namespace) -> dict:
+    from melodyflow.flows.pipeline import melody_pipeline
+
+    return melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
+                           config=_config_for(args), num_training_steps=args.num_training_steps,
+                           primers=args.primers, time_budget_s=args.time_budget, init_from=args.init_from)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -348,22 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             _emit(args, result, _print_dataset)
             return 0
         if args.command == "train":
-            from melodyflow.flows.train import resolve_hparams, train_melody_model
-
-            config = _config_for(args)
-            resolve_hparams(config, args.preset, args.hparams, args.init_from)  # validate before starting a flow
-            if args.resume:
-                from melodyflow.transforms.io import storage
-
-                if not storage.list_dir(storage.join(args.run_dir, "checkpoints")):
-                    raise ValueError(f"--resume: {args.run_dir} has no checkpoints to resume from")
-            steps = args.num_training_steps or (None if args.time_budget else 20000)
-            result = train_melody_model(
-                data_root=args.data_root, run_dir=args.run_dir, config=config, hparams=args.hparams,
-                preset=args.preset or "magenta", num_training_steps=steps, eval_every=args.eval_every,
-                checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed,
-                time_budget_s=args.time_budget, init_from=args.init_from)
-            _emit(args, result, _print_training)
+            _emit(args, _train(args), _print_training)
             return 0
         if args.command == "generate":
             from melodyflow.flows.generate import generate_melodies
@@ -390,13 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             _emit(args, result, _print_generation)
             return 0
         if args.command == "run":
-            from melodyflow.flows.pipeline import melody_pipeline
-
-            result = melody_pipeline(source=args.source, data_root=args.data_root, workers=args.workers,
-                                     config=_config_for(args), num_training_steps=args.num_training_steps,
-                                     primers=args.primers, time_budget_s=args.time_budget,
-                                     init_from=args.init_from)
-            _emit(args, result, _print_pipeline)
+            _emit(args, _run_pipeline(args), _print_pipeline)
             return 0
     except (RunnerConfigError, ValueError, FileNotFoundError, NoInputError, IncompleteDatasetError,
             BundleError) as exc:
