@@ -68,14 +68,34 @@ def demo_corpus_task(directory: str) -> str:
     return directory
 
 
-def _train(data_root: str, config: str, dataset: dict, hparams: str, num_training_steps: int) -> dict:
+def demo_hparams(config: str) -> str:
+    """The small model ``melodyflow run`` trains when given no ``--hparams``, per kind of network."""
+    from melodyflow.models.hparams import TRANSFORMER_CONFIGS
+
+    return DEFAULTS.transformer_hparams if config in TRANSFORMER_CONFIGS else DEFAULTS.hparams
+
+
+def run_name(config: str, fingerprint: str, init_from: str | None) -> str:
+    """``<config>-<dataset fingerprint>``, plus a hash of the parent for a fine-tuning run."""
+    import hashlib
+
+    name = f"{config}-{fingerprint[:12]}"
+    return f"{name}-from-{hashlib.sha256(init_from.encode()).hexdigest()[:8]}" if init_from else name
+
+
+def _train(data_root: str, config: str, dataset: dict, hparams: str | None, num_training_steps: int,
+           time_budget_s: float | None = None, init_from: str | None = None) -> dict:
     """The model for this dataset and these settings: the finished one, or trained now."""
-    from melodyflow.models.bundles.bundle import finished_bundle
+    from melodyflow.models.bundles.bundle import finished_bundle, resolve_bundle
 
     fingerprint = dataset["info"]["fingerprint"]
-    run_dir = storage.join(data_root, "runs", f"{config}-{fingerprint[:12]}")
-    wanted = resolve_hparams(config, "magenta", hparams).to_dict()
-    done = finished_bundle(run_dir, num_training_steps, fingerprint, wanted)
+    if init_from:
+        init_from = resolve_bundle(init_from)  # a RUN_DIR's bundle of today: the run name hashes it
+    elif hparams is None:
+        hparams = demo_hparams(config)
+    run_dir = storage.join(data_root, "runs", run_name(config, fingerprint, init_from))
+    wanted = resolve_hparams(config, None, hparams, init_from).to_dict()
+    done = finished_bundle(run_dir, num_training_steps, fingerprint, wanted, time_budget_s)
     if done:
         get_run_logger().info("Model %s already trained to step %d on this dataset; skipping training",
                               done["url"], done["step"])
@@ -83,7 +103,8 @@ def _train(data_root: str, config: str, dataset: dict, hparams: str, num_trainin
                 "eval_metrics": done["eval_metrics"], "train_metrics": done["train_metrics"]}
     return {"status": "trained", "run_dir": run_dir, **train_melody_model(
         data_root=data_root, run_dir=run_dir, config=config, hparams=hparams,
-        num_training_steps=num_training_steps, eval_every=DEFAULTS.eval_every)}
+        num_training_steps=num_training_steps, eval_every=DEFAULTS.eval_every, time_budget_s=time_budget_s,
+        init_from=init_from)}
 
 
 def _same_request(previous: dict | None, bundle: str, primers: str, options: dict) -> bool:
@@ -123,11 +144,12 @@ def _generate(source: str, data_root: str, training: dict, primers: str | None, 
 @flow(name="melody-pipeline")
 def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_root,
                     workers: int | None = None, config: str = DEFAULTS.config,
-                    num_training_steps: int = DEFAULTS.num_training_steps, hparams: str = DEFAULTS.hparams,
+                    num_training_steps: int = DEFAULTS.num_training_steps, hparams: str | None = None,
                     primers: str | None = None, num_outputs: int = DEFAULTS.num_outputs,
                     num_steps: int = DEFAULTS.num_steps, temperature: float = DEFAULTS.temperature,
                     primer_bars: int | None = None, primer_start_bar: int | None = None,
-                    audio: bool = True, keep_best: int | None = None) -> dict | State:
+                    audio: bool = True, keep_best: int | None = None, time_budget_s: float | None = None,
+                    init_from: str | None = None) -> dict | State:
     """Run every stage for ``source`` (default: the demo corpus) into ``data_root``.
 
     The model trains in ``DATA_ROOT/runs/<config>-<dataset fingerprint>``, so new data means a new run.
@@ -137,6 +159,8 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_ro
     ``audio=False`` writes no WAVs; with ``keep_best`` K only the K best-scored of each primer's outputs are
     kept. The run then evaluates its model (held-out metrics and samples judged against the eval split) into
     ``DATA_ROOT/evaluations/<run>-<bundle version>`` and ends with the gallery, ``<generated>/index.html``.
+    ``hparams`` defaults to a small demo model per config (the parent's when fine-tuning with
+    ``init_from``); ``time_budget_s`` also stops training after that many seconds.
     """
     if source is None:
         source = demo_corpus_task(default_cache_dir())
@@ -146,7 +170,7 @@ def melody_pipeline(source: str | None = None, data_root: str = DEFAULTS.data_ro
     if not dataset["info"]["counts"]["train"]:
         error = StageError(f"nothing to train on: {dataset['warnings'][0]}")
         return Failed(message=str(error), data=error)  # a clear end, without a traceback in the log
-    training = _train(data_root, config, dataset, hparams, num_training_steps)
+    training = _train(data_root, config, dataset, hparams, num_training_steps, time_budget_s, init_from)
     window = PrimerWindow(primer_bars, primer_start_bar) if primer_bars else None
     generation = _generate(source, data_root, training, primers, window,
                            {"num_outputs": num_outputs, "num_steps": num_steps, "temperature": temperature,

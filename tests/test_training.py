@@ -195,3 +195,54 @@ def test_training_from_and_to_gcs_resumes_on_a_fresh_machine(gcs_bucket, tmp_pat
     assert (second.start_step, second.step) == (10, 15)
     model, meta = load_bundle(run)
     assert meta["step"] == 15 and meta["url"] == f"{run}/bundles/v0002"
+
+
+class StepClock:
+    """A clock that advances one unit per finished step: time budgets become exact step counts."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_progress(self, event: dict) -> None:
+        if event["event"] == "step":
+            self.now += 1.0
+
+
+def test_time_budget_stops_between_steps_then_evaluates_checkpoints_and_exports(data_root, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    clock = StepClock()
+    settings = TrainSettings(config="basic_rnn", num_training_steps=None, time_budget_s=7, eval_every=5,
+                             checkpoint_every=5, summary_every=1)
+    result = train(data_root, str(run), settings, debug_hparams("basic_rnn"), progress=clock.on_progress, clock=clock)
+    assert (result.start_step, result.step, result.stop_reason) == (0, 7, "time_budget")
+    assert [h["step"] for h in result.history if h["split"] == "eval"] == [5, 7]  # a last eval at the stop
+    assert (run / "checkpoints" / "ckpt-7.index").exists()
+    meta = json.loads((run / "bundles" / "v0001" / "bundle.json").read_text())
+    assert (meta["step"], meta["stop_reason"], meta["time_budget_s"]) == (7, "time_budget", 7)
+    assert meta["eval_metrics"] == result.eval_metrics and np.isfinite(result.eval_metrics["loss"])
+
+    # Resumed, the budget is this run's: 4 more steps from step 7; a step limit still applies.
+    clock = StepClock()
+    resumed = train(data_root, str(run), dataclasses.replace(settings, time_budget_s=4), debug_hparams("basic_rnn"),
+                    progress=clock.on_progress, clock=clock)
+    assert (resumed.start_step, resumed.step, resumed.stop_reason) == (7, 11, "time_budget")
+    capped = train(data_root, str(run), dataclasses.replace(settings, num_training_steps=13, time_budget_s=100),
+                   debug_hparams("basic_rnn"))
+    assert (capped.start_step, capped.step, capped.stop_reason) == (11, 13, "num_training_steps")
+
+
+def test_time_budget_on_the_command_line_reports_the_steps_reached(data_root, tmp_path):
+    import json
+
+    cmd = [sys.executable, "-m", "melodyflow.flows.cli", "train", data_root, str(tmp_path / "run"), "--preset",
+           "debug", "--time-budget", "12", "--eval-every", "1000000", "--json"]
+    result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    assert result["stop_reason"] == "time_budget" and result["time_budget_s"] == 12
+    assert result["elapsed_s"] >= 12 and result["step"] >= 0 and result["eval_metrics"]
+    bad = subprocess.run(cmd[:-5] + ["--time-budget=0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "positive number of seconds" in bad.stderr and "Traceback" not in bad.stderr

@@ -172,7 +172,11 @@ def up_to_date(plan: DatasetPlan) -> dict | None:
 
 
 def open_dataset(data_root: str, config_name: str) -> dict:
-    """The ``info.json`` of a completed dataset; refuses one without its marker."""
+    """The ``info.json`` of a completed dataset; refuses one without its marker.  A config that shares
+    another's records (``music_transformer``) opens that one's dataset."""
+    from melodyflow.transforms.melodies.configs import get_config
+
+    config_name = get_config(config_name).name
     out_dir = storage.join(data_root, MELODIES_DIR, config_name)
     if stage_contract.read_marker(out_dir) is None:
         raise IncompleteDatasetError(
