@@ -17,7 +17,9 @@ CHECKPOINTS = "checkpoints"
 
 class Checkpoints:
     def __init__(self, run_dir: RunDir, *, model, optimizer, step_var, lr_var, keep: int, resume: bool,
-                 progress: Callable[[dict], None]):
+                 progress: Callable[[dict], None], resume_from: RunDir | None = None):
+        """``resume_from``: where a run's checkpoints are read when ``run_dir`` (where they are written) is
+        a non-chief worker's scratch directory."""
         import tensorflow as tf
 
         self.run_dir = run_dir
@@ -29,8 +31,9 @@ class Checkpoints:
                       if getattr(layer, "seed_generator", None) is not None}
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var,
                                               learning_rate=lr_var, rng=rng_states)
+        self.resume_from = resume_from
         if resume:
-            run_dir.pull(CHECKPOINTS)
+            (resume_from or run_dir).pull(CHECKPOINTS)
         elif self._has_checkpoints():
             raise ValueError(f"{run_dir.url} already holds checkpoints; resume it or choose a new RUN_DIR")
         self.manager = tf.train.CheckpointManager(self.checkpoint, run_dir.local_path(CHECKPOINTS),
@@ -49,7 +52,11 @@ class Checkpoints:
 
     def restore_latest(self, *, partial: bool = False) -> str | None:
         """Restore the newest checkpoint (also its learning rate); ``None`` when there is none."""
+        import tensorflow as tf
+
         path = self.manager.latest_checkpoint
+        if path is None and self.resume_from is not None:
+            path = tf.train.latest_checkpoint(self.resume_from.local_path(CHECKPOINTS))
         if path is not None:
             status = self.checkpoint.restore(path)
             if partial:

@@ -9,8 +9,6 @@ beside it: :mod:`.divergence` (when a step must not count), :mod:`.checkpoints` 
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from melodyflow.models.hparams import AnyHParams
 from melodyflow.models.training.fine_tune import Parent
 from melodyflow.models.training.checkpoints import CHECKPOINTS
+from melodyflow.models.training.cluster import cluster_role, remove_scratch, scratch_run_dir
 from melodyflow.models.training.divergence import DivergenceError, DivergenceGuard
 from melodyflow.transforms.io import storage
 
@@ -81,8 +80,7 @@ def choose_strategy():
     """Multi-worker when TF_CONFIG names a cluster, mirrored over all GPUs when >1, else default."""
     import tensorflow as tf
 
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
-    if tf_config.get("cluster", {}).get("worker"):
+    if cluster_role().workers > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
@@ -128,9 +126,13 @@ class Trainer:
         self.parent: Parent | None = None
 
     def run(self) -> TrainResult:
-        self._set_up()
-        step = self._train_until_stopped()
-        return self._finish(step)
+        try:
+            self._set_up()
+            step = self._train_until_stopped()
+            return self._finish(step)
+        finally:
+            if getattr(self, "write_rd", None) is not None and self.write_rd is not self.rd:
+                remove_scratch(self.write_rd.local)
 
     def _set_up(self) -> None:
         import tensorflow as tf
@@ -139,13 +141,15 @@ class Trainer:
         from melodyflow.models.training.run_dir import RunDir
 
         s = self.settings
+        self.strategy = choose_strategy()  # first: a multi-worker strategy must precede other TensorFlow ops
+        self.role = cluster_role()
         self.info, self.local = open_training_data(self.data_root, s.config)
         self.no_event = no_event_label(self.info)
         if s.init_from:
             self._open_parent()
         tf.keras.utils.set_random_seed(s.seed)
         self.rd = RunDir(self.run_dir)
-        self.strategy = choose_strategy()
+        self.write_rd = self.rd if self.role.is_chief else RunDir(scratch_run_dir())
         with self.strategy.scope():
             self.model = build_network(self.info["input_size"], self.info["num_classes"], self.hparams)
             self.optimizer = tf.keras.optimizers.Adam(learning_rate=self.hparams.learning_rate)
@@ -175,9 +179,10 @@ class Trainer:
         from melodyflow.models.training.checkpoints import Checkpoints
 
         s = self.settings
-        self.checkpoints = Checkpoints(self.rd, model=self.model, optimizer=self.optimizer, step_var=self.step_var,
-                                       lr_var=self.lr_var, keep=s.keep_checkpoints, resume=s.resume,
-                                       progress=self.progress)
+        self.checkpoints = Checkpoints(self.write_rd, model=self.model, optimizer=self.optimizer,
+                                       step_var=self.step_var, lr_var=self.lr_var, keep=s.keep_checkpoints,
+                                       resume=s.resume, progress=self.progress,
+                                       resume_from=None if self.role.is_chief else self.rd)
         restored = self.checkpoints.restore_latest(partial=True) if s.resume else None
         if restored:
             self.progress({"event": "resumed", "step": int(self.step_var.numpy()), "checkpoint": restored})
@@ -198,9 +203,15 @@ class Trainer:
         self.train_ds = make_dataset(self.local["train"], fmt=info["format"], input_size=info["input_size"],
                                      batch_size=global_batch, training=True, seed=self.settings.seed,
                                      skip_batches=self.start_step)
+        if self.role.workers > 1:  # each worker takes its own slices of every global batch
+            import tensorflow as tf
+
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            self.train_ds = self.train_ds.with_options(options)
         if self.checkpoints.latest is None:
             self.checkpoints.save()  # the guard always has a good state to return to
-        self.summaries = Summaries(self.rd, self.progress)
+        self.summaries = Summaries(self.write_rd, self.progress)
         self.step_fn = make_train_step(self.model, self.optimizer, self.strategy, clip_norm=hp.clip_norm,
                                        no_event=self.no_event, warmup_steps=getattr(hp, "warmup_steps", 0),
                                        step_var=self.step_var, lr_var=self.lr_var)
@@ -288,7 +299,11 @@ class Trainer:
                            parent=self.parent.record() if self.parent else None)
 
     def _export(self, step: int) -> str:
+        """The bundle's URL; a non-chief worker writes none and returns an empty string."""
         from melodyflow.models.bundles.bundle import export_bundle
+
+        if not self.role.is_chief:
+            return ""
 
         info, s = self.info, self.settings
         metadata = {
