@@ -21,8 +21,9 @@ server), without PREFECT_API_URL, and with default options unless a row says oth
   size (distinct copies beyond the corpus's own size), and whether all three wrote the same bytes.
 
 Medians of ``--repeat`` runs; the load average is printed with each table, because the machine may be
-shared. Child CPU seconds (user + system of the commands themselves, not of the shared server) are shown
-too: on a busy machine they are the steadier figure.
+shared. CPU seconds are shown too: user + system of the command's processes plus what the shared Prefect
+server spent meanwhile. On a busy machine they are the steadier figure, and on an idle one the wall time
+comes close to them (the command and the server mostly wait for each other, not run side by side).
 """
 
 from __future__ import annotations
@@ -64,17 +65,29 @@ class Runner:
                     if k not in ("PREFECT_API_URL", "MELODYFLOW_PREFECT_SERVER", "PREFECT_PROFILE")}
         self.env["PREFECT_HOME"] = os.path.join(scratch, "prefect-home")
 
+    def server_cpu(self) -> float:
+        """CPU seconds the bench's shared Prefect server has used so far (0 when none runs)."""
+        try:
+            with open(os.path.join(self.env["PREFECT_HOME"], "melodyflow-server.json")) as fh:
+                pid = json.load(fh)["pid"]
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, KeyError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def __call__(self, cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        """Wall seconds, CPU seconds (the command's processes and the shared server's share), stdout."""
+        before, server_before = resource.getrusage(resource.RUSAGE_CHILDREN), self.server_cpu()
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env or self.env)
         wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        after, server_after = resource.getrusage(resource.RUSAGE_CHILDREN), self.server_cpu()
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-3000:])
             raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return wall, cpu, proc.stdout
+        return wall, cpu + max(0.0, server_after - server_before), proc.stdout
 
     def melodyflow(self, *args: str, env: dict | None = None) -> tuple[float, float, dict]:
         wall, cpu, out = self([MELODYFLOW, *args, "--json"], env)
