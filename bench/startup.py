@@ -1,7 +1,8 @@
 """Benchmark: small jobs, as a new user runs them — whole processes, start-up included, side by side.
 
     .venv/bin/python bench/startup.py [CORPUS] [--magenta-venv DIR] [--files 100] [--repeat 3]
-                                      [--worker-sizes 100,1000,3089,12356] [--skip-cold]
+                                      [--worker-sizes 100,3089,12356,49424] [--worker-repeat 2]
+                                      [--compare-with OTHER_MELODYFLOW] [--skip-cold]
 
 CORPUS defaults to ../shared/corpora/nottingham. Everything runs in a scratch directory with its own
 PREFECT_HOME (so the user's ~/.prefect is left alone and the first command really starts the local
@@ -287,8 +288,10 @@ def main() -> None:
     parser.add_argument("--magenta-venv", default=None, help="venv made by magenta-reference/setup.sh")
     parser.add_argument("--files", type=int, default=100, help="files of the small corpus (default: 100)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--worker-sizes", default="100,1000,3089,12356",
-                        help="corpus sizes for the worker-count table, comma-separated ('' to skip)")
+    parser.add_argument("--worker-sizes", default="100,3089,12356,49424",
+                        help="corpus sizes for the worker-count table, comma-separated ('' to skip); the "
+                             "largest is past the break-even of two workers on Nottingham-like files")
+    parser.add_argument("--worker-repeat", type=int, default=2, help="repeats per size of that table")
     parser.add_argument("--skip-cold", action="store_true", help="skip the server start-up rows")
     parser.add_argument("--compare-with", default=None, metavar="EXE",
                         help="another `melodyflow` executable (an older checkout's) for the same small-job rows")
@@ -312,7 +315,7 @@ def main() -> None:
         loads["small"] += f" at the start; {load()} at the end"
         sizes = [int(s) for s in args.worker_sizes.split(",") if s]
         loads["workers"] = load()
-        workers = workers_table(run, args.corpus, sizes, scratch, args.repeat) if sizes else []
+        workers = workers_table(run, args.corpus, sizes, scratch, args.worker_repeat) if sizes else []
         loads["workers"] += f" at the start; {load()} at the end"
         print(report(args.files, samples, cold, workers, loads))
     finally:
