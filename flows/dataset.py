@@ -29,7 +29,7 @@ def plan_task(data_root: str, settings: DatasetSettings) -> DatasetPlan:
     return plan
 
 
-@task(name="extract-melodies-with-beam", cache_policy=NONE)
+@task(name="extract-melodies", cache_policy=NONE)
 def build_task(plan: DatasetPlan, runner: RunnerConfig, execution: sizing.Execution) -> dict:
     logger = get_run_logger()
     logger.info("Extracting melodies from %d NoteSequence(s) %s", plan.num_sequences,

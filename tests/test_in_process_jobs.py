@@ -107,7 +107,7 @@ print(json.dumps([loaded, note_seq.NoteSequence is cls, type(quantized) is cls, 
 def test_sizing_runs_small_jobs_in_process_and_large_ones_on_every_cpu():
     small, large = sizing.ingest_seconds(5_000_000, 0), sizing.ingest_seconds(500_000_000, 0)
     assert sizing.plan_execution(None, "direct", small, sizing.INGEST, cpus=2) == sizing.Execution(
-        1, True, "about 0.5 s of work, too little to gain from more processes; --workers N overrides")
+        1, True, "about 0.5 s of work: too little to gain from Beam's worker processes; --workers N overrides")
     assert sizing.plan_execution(None, "direct", large, sizing.INGEST, cpus=2).workers == 2
     assert not sizing.plan_execution(None, "direct", large, sizing.INGEST, cpus=2).in_process
     assert sizing.plan_execution(1, "direct", small, sizing.INGEST, cpus=2).in_process  # --workers 1, small

@@ -57,7 +57,7 @@ def test_commands_share_one_server_that_records_every_flow_and_task(tmp_path):
         assert "ingest-corpus" in _names(started["url"], "flows")
         tasks = _names(started["url"], "task_runs")
         assert any(t.startswith("plan-ingest-batch") for t in tasks)
-        assert any(t.startswith("convert-files-with-beam") for t in tasks)
+        assert any(t.startswith("convert-files") for t in tasks)
         status = json.loads(_cli(env, "server", "status", "--json").stdout)
         assert status["pid"] == started["pid"] and status["running"]
     finally:
