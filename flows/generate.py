@@ -9,11 +9,15 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from melodyflow.flows.reporting import browser_url
+from melodyflow.flows.reporting import http_url, link, markdown_image
+from melodyflow.models.generation.sampling import GenerationOptions
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.ingest.convert import MIDI_EXTENSIONS
 
 INDEX = "index.json"
+# Pictures embedded in the UI's gallery artifact (the best output of the first primers): the markdown is stored
+# in Prefect's database, so it stays a few hundred KB at most. The full gallery is OUT/index.html.
+MAX_ARTIFACT_IMAGES = 8
 
 
 def find_primers(spec: str) -> list[tuple[str, str]]:
@@ -37,7 +41,7 @@ def _seed_offset(primer_id: str) -> int:
 
 @task(name="generate-for-primer", cache_policy=NONE, task_run_name="generate-{primer_id}")
 def generate_task(primer_id: str, primer_url: str | None, events: list[int] | None, bundle: str, output: str,
-                  options, qpm: float | None, continuation_only: bool) -> dict:
+                  options, qpm: float | None, continuation_only: bool, window=None, audio=None) -> dict:
     from melodyflow.models.generation.sampling import load_generator
     from melodyflow.models.generation.outputs import generate_for_primer, load_primer
     from melodyflow.models.generation.primers import PrimerError, primer_from_events
@@ -47,7 +51,7 @@ def generate_task(primer_id: str, primer_url: str | None, events: list[int] | No
     primer, error = None, None
     try:
         if primer_url is not None:
-            primer = load_primer(primer_url)
+            primer = load_primer(primer_url, window)
         elif events is not None:
             primer = primer_from_events(events, qpm or 120.0)
         else:
@@ -57,7 +61,7 @@ def generate_task(primer_id: str, primer_url: str | None, events: list[int] | No
     entry = generate_for_primer(generator, primer_id, primer, output, options,
                                 source=primer_url or ("--primer-melody" if events else "default: middle C"),
                                 qpm=qpm, continuation_only=continuation_only,
-                                seed_offset=_seed_offset(primer_id), error=error)
+                                seed_offset=_seed_offset(primer_id), error=error, audio=audio)
     if entry["status"] == "ok":
         logger.info("%s: %d outputs written to %s", primer_id, len(entry["outputs"]), storage.join(output, primer_id))
     else:
@@ -71,26 +75,36 @@ def generate_melodies(
     output: str,
     primers: str | None = None,
     primer_melody: list[int] | None = None,
-    num_outputs: int = 16,
-    num_steps: int = 128,
-    temperature: float = 1.0,
-    beam_size: int = 1,
-    branch_factor: int = 1,
-    steps_per_iteration: int = 1,
+    num_outputs: int = GenerationOptions.num_outputs,
+    num_steps: int = GenerationOptions.num_steps,
+    temperature: float = GenerationOptions.temperature,
+    beam_size: int = GenerationOptions.beam_size,
+    branch_factor: int = GenerationOptions.branch_factor,
+    steps_per_iteration: int = GenerationOptions.steps_per_iteration,
     qpm: float | None = None,
-    seed: int = 0,
+    seed: int = GenerationOptions.seed,
     continuation_only: bool = False,
+    primer_bars: int | None = None,
+    primer_start_bar: int | None = None,
+    audio: bool = True,
 ) -> dict:
-    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle)."""
+    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle).
+
+    ``primer_bars`` (and ``primer_start_bar``) take that window of each primer file instead of all of it.
+    Writes a WAV beside every MIDI unless ``audio`` is false, ``OUT/index.json``, and the gallery
+    ``OUT/index.html``.
+    """
     from melodyflow.models.bundles.bundle import resolve_bundle
-    from melodyflow.models.generation.sampling import GenerationOptions
-    from melodyflow.models.generation.primers import primer_id
+    from melodyflow.models.generation.gallery import GALLERY, write_gallery
+    from melodyflow.models.generation.primers import PrimerWindow, primer_id
 
     logger = get_run_logger()
     options = GenerationOptions(num_outputs=num_outputs, num_steps=num_steps, temperature=temperature,
                                 beam_size=beam_size, branch_factor=branch_factor,
                                 steps_per_iteration=steps_per_iteration, seed=seed)
     bundle_url = resolve_bundle(bundle)
+    window = PrimerWindow(primer_bars, primer_start_bar) if primer_bars else None
+    jobs: list[tuple[str, str | None, list[int] | None]]  # (id, primer file, primer events)
     if primers:
         found = find_primers(primers)
         jobs = [(primer_id(rel), url, None) for rel, url in found]
@@ -100,32 +114,73 @@ def generate_melodies(
     else:
         logger.warning("No primer given: generating from a single middle C, as Magenta does")
         jobs = [("middle-c", None, None)]
+    from melodyflow.models.quiet_import import import_tensorflow
+
+    import_tensorflow()  # here, before the mapped tasks' threads need it
+    synth = _synthesizer(audio, logger)
     futures = generate_task.map([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
                                 unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),
-                                unmapped(continuation_only))
+                                unmapped(continuation_only), unmapped(window), unmapped(synth))
     entries = [f.result() for f in futures]
-    index = {"bundle": bundle_url, "primers_spec": primers, "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only},
+    index = {"bundle": bundle_url, "primers_spec": primers,
+             "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only,
+                         "primer_window": window.describe() if window else None},
+             "audio": {**synth.to_dict(), "description": synth.describe()} if synth else None,
              "primers": sorted(entries, key=lambda e: e["id"]),
              "counts": {"primers": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
                         "failed": sum(e["status"] != "ok" for e in entries),
-                        "outputs": sum(len(e["outputs"]) for e in entries)}}
-    storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))
-    rows = [{"primer": e["id"], "output": o["midi"], "log_likelihood": round(o["log_likelihood"], 3), "notes": o["notes"]}
-            for e in index["primers"] for o in e["outputs"]]
+                        "outputs": sum(len(e["outputs"]) for e in entries)},
+             "gallery": storage.join(output, GALLERY)}
+    write_gallery(output, index)
+    storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))  # the marker: last
+    logger.info("Gallery: %s", index["gallery"])
+    _publish(index, output)
+    index["index"] = storage.join(output, INDEX)
+    return index
+
+
+def _synthesizer(audio: bool, logger):
+    from melodyflow.models.generation.audio import choose_synthesizer
+
+    if not audio:
+        logger.info("Audio off: no WAV files")
+        return None
+    synth = choose_synthesizer()
+    logger.info("Audio: WAV files rendered by %s", synth.describe())
+    if synth.name == "additive":
+        logger.warning("No soundfont synthesizer here: WAVs use a plain additive voice (install FluidSynth for "
+                       "General MIDI instruments)")
+    return synth
+
+
+def _publish(index: dict, output: str) -> None:
+    """The table of outputs and a markdown gallery (best piano rolls embedded, links where a browser can go)."""
+    from melodyflow.models.generation.gallery import ranked_outputs
+
+    rows = [{"primer": e["id"], "output": o["midi"], "rank": o.get("rank"), "score": o.get("score"),
+             "log_likelihood": round(o["log_likelihood"], 3), "notes": o["notes"]}
+            for e in index["primers"] for o in ranked_outputs(e)]
     create_table_artifact(key="generated-outputs", table=rows or [{"primer": "-", "output": "none"}],
-                          description="Generated melodies and their log-likelihoods")
-    lines = [f"# Generated melodies from `{bundle_url}`", ""]
+                          description="Generated melodies, best first when ranked")
+    audio = index["audio"]["description"] if index["audio"] else "off (--no-audio)"
+    lines = [f"# Generated melodies from `{index['bundle']}`", "",
+             f"- **Gallery** (piano rolls, players, MIDI): {link(index['gallery'], 'index.html')}",
+             f"- **Audio:** {audio}", ""]
+    images = 0
     for e in index["primers"]:
         if e["status"] != "ok":
             lines.append(f"- **{e['id']}** — failed: {e['error']}")
             continue
         lines.append(f"## {e['id']}")
-        for o in e["outputs"]:
-            links = [f"[MIDI]({browser_url(storage.join(output, o['midi']))})",
-                     f"[piano roll]({browser_url(storage.join(output, o['png']))})"]
-            if o["wav"]:
-                links.append(f"[WAV]({browser_url(storage.join(output, o['wav']))})")
-            lines.append(f"- `{o['midi']}` ll {o['log_likelihood']:.1f}: " + " · ".join(links))
+        outputs = ranked_outputs(e)
+        if outputs and images < MAX_ARTIFACT_IMAGES:
+            images += 1
+            png = storage.read_bytes(storage.join(output, outputs[0]["png"]))
+            lines += [markdown_image(png, f"piano roll of {outputs[0]['midi']}"), ""]
+        for o in outputs:
+            score = f"score {o['score']:.3f}, " if o.get("score") is not None else ""
+            files = [link(storage.join(output, o[kind]), kind.upper()) for kind in ("midi", "wav") if o.get(kind)]
+            # Local files: the paths are in the gallery; a browser cannot follow them from the UI anyway.
+            links = ": " + " · ".join(files) if http_url(output) else ""
+            lines.append(f"- `{o['midi']}` {score}ll {o['log_likelihood']:.1f}{links}")
     create_markdown_artifact(key="generation-gallery", markdown="\n".join(lines), description="Generated outputs")
-    index["index"] = storage.join(output, INDEX)
-    return index

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from melodyflow.flows.reporting import browser_url
+from melodyflow.flows.reporting import link
 
 
 def summary_markdown(result: dict) -> str:
@@ -20,7 +20,7 @@ def summary_markdown(result: dict) -> str:
         f"# Magenta model imported as `{result['config']}` ({result['status'].replace('_', ' ')})", "",
         f"- **Source:** `{result['source']}` ({result['source_kind'].replace('_', ' ')}, "
         f"generator id `{result['generator_id']}`, sha256 `{result['sha256'][:16]}…`)",
-        f"- **Bundle:** [{result['bundle']}]({browser_url(result['bundle'])})",
+        f"- **Bundle:** {link(result['bundle'])}",
         f"- **Model:** {sizes} LSTM, {result['input_size']} inputs, {result['num_classes']} classes; "
         f"{result['tensors']} tensors named as {result['tensor_naming']}",
         "- **Self-check:** max |Δp| against Magenta's equations on a probe melody: "

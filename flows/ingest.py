@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from typing import Any, cast
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -12,12 +12,12 @@ from prefect.utilities.annotations import quote
 from melodyflow.flows.reporting import progress_reporter
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.ingest.batches import IngestPlan, plan_ingest
-from melodyflow.transforms.ingest.files import IngestSettings
+from melodyflow.transforms.ingest.files import IngestSettings, parsing_bytes
+from melodyflow.transforms.beam import sizing
 from melodyflow.transforms.beam.runners import RunnerConfig
 
 
-def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
+MB = 1024 * 1024
 
 
 def collection_name(source: str) -> str:
@@ -31,8 +31,12 @@ def plan_batch(source: str, data_root: str, settings: IngestSettings) -> IngestP
     logger = get_run_logger()
     logger.info("Listing %s and comparing with completed batches in %s", source, data_root)
     plan = plan_ingest(source, data_root, settings)
-    logger.info("%d new files for %s; %d already ingested; %d ignored (not MIDI/MusicXML/ABC)",
-                len(plan.files), plan.batch_id, plan.already_ingested, plan.ignored)
+    if plan.files:
+        logger.info("%d new file(s) for %s; %d already ingested; %d ignored (not MIDI/MusicXML/ABC)",
+                    len(plan.files), plan.batch_id, plan.already_ingested, plan.ignored)
+    else:
+        logger.info("No new files: %d already ingested; %d ignored (not MIDI/MusicXML/ABC)",
+                    plan.already_ingested, plan.ignored)
     if plan.stale_batches:
         logger.warning("Removing %d incomplete batch(es) left by killed runs: %s",
                        len(plan.stale_batches), ", ".join(plan.stale_batches))
@@ -40,14 +44,19 @@ def plan_batch(source: str, data_root: str, settings: IngestSettings) -> IngestP
 
 
 @task(name="convert-files-with-beam", cache_policy=NONE)
-def convert_batch(plan: IngestPlan, runner: RunnerConfig) -> dict:
-    from melodyflow.transforms.ingest.job import run_ingest_pipeline  # Beam import only when needed
-
+def convert_batch(plan: IngestPlan, runner: RunnerConfig, execution: sizing.Execution) -> dict:
     logger = get_run_logger()
-    logger.info("Running the Beam ingestion job on %s runner with %d worker(s), %d shard(s) → %s",
-                runner.runner, runner.workers, plan.num_shards, plan.batch_dir)
-    report = run_ingest_pipeline(plan, runner, on_progress=progress_reporter(
-        logger, "ingest-progress", f"Converting files of {plan.batch_id}", "files"))
+    logger.info("Converting %d file(s) %s, %d shard(s) → %s", len(plan.files),
+                execution.describe(runner.runner), plan.num_shards, plan.batch_dir)
+    on_progress = progress_reporter(logger, "ingest-progress", f"Converting files of {plan.batch_id}", "files")
+    if execution.in_process:
+        from melodyflow.transforms.ingest.steps import run_ingest_in_process
+
+        report = run_ingest_in_process(plan, on_progress=on_progress)
+    else:
+        from melodyflow.transforms.ingest.job import run_ingest_pipeline  # Beam import only when needed
+
+        report = run_ingest_pipeline(plan, runner, on_progress=on_progress)
     logger.info("Batch %s complete: %s", plan.batch_id, _counts_line(report["counts"]))
     return report
 
@@ -91,10 +100,10 @@ def ingest_corpus(
     runner: str = "direct",
     runner_options: dict[str, str] | None = None,
     collection: str | None = None,
-    max_file_mb: float = 64.0,
-    max_notes: int = 500_000,
-    file_timeout_s: float = 60.0,
-    memory_limit_mb: int = 4096,
+    max_file_mb: float = IngestSettings.max_file_bytes / MB,
+    max_notes: int = IngestSettings.max_notes,
+    file_timeout_s: float = IngestSettings.file_timeout_s,
+    memory_limit_mb: int = IngestSettings.memory_limit_mb,
 ) -> dict:
     """Convert every new score file under ``source`` into NoteSequence shards under ``data_root``.
 
@@ -103,15 +112,14 @@ def ingest_corpus(
     """
     settings = IngestSettings(
         collection=collection or collection_name(source),
-        max_file_bytes=int(max_file_mb * 1024 * 1024),
+        max_file_bytes=int(max_file_mb * MB),
         max_notes=max_notes,
         file_timeout_s=file_timeout_s,
         memory_limit_mb=memory_limit_mb,
     )
-    runner_config = RunnerConfig(runner=runner, workers=workers or default_workers(),
-                                 options=dict(runner_options or {}))
-    plan = plan_batch(source, data_root, settings)
-    summary = {"source": source, "data_root": data_root, "batch_id": plan.batch_id if plan.files else None,
+    RunnerConfig(runner=runner, workers=workers or 1, options=dict(runner_options or {}))  # fail before listing
+    plan = cast(IngestPlan, plan_batch(source, data_root, settings))  # a sync task returns its value
+    summary: dict[str, Any] = {"source": source, "data_root": data_root, "batch_id": plan.batch_id if plan.files else None,
                "batch_dir": plan.batch_dir if plan.files else None}
     if plan.is_empty:
         get_run_logger().info("Nothing new to ingest from %s", source)
@@ -121,8 +129,12 @@ def ingest_corpus(
                                "already_ingested": plan.already_ingested, "ignored": plan.ignored})
     else:
         # quote(): Prefect would otherwise walk the plan's listing looking for futures (≈40 µs a file).
-        report = convert_batch(quote(plan), runner_config)
-        summary.update(status="ingested", shards=report["shards"], counts=report["counts"],
+        work_s = sizing.ingest_seconds(*parsing_bytes(plan.files, settings))
+        execution = sizing.plan_execution(workers, runner, work_s, sizing.INGEST)
+        report = convert_batch(quote(plan), RunnerConfig(runner=runner, workers=execution.workers,  # type: ignore[call-overload]
+                                                         options=dict(runner_options or {})), execution)
+        summary.update(status="ingested", workers=execution.workers, in_process=execution.in_process,
+                       shards=report["shards"], counts=report["counts"],
                        report=storage.join(plan.batch_dir, "report.json"),
                        dead_letters=report["dead_letters"], elapsed_s=report["elapsed_s"])
     _publish_artifacts(summary)

@@ -1,4 +1,5 @@
-"""Melody RNN configs, Keras model, tf.data input, training and sampling (no Prefect or Beam imports).
+"""Models: hyperparameters, Keras networks, tf.data input, training, bundles, generation and evaluation.
 
-Not built yet: ingestion is the only stage so far.
+Never imports Prefect or Beam. TensorFlow is imported only by the modules that need it, so the data plane
+and the CLI's argument parsing stay light.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+from typing import Any
 from dataclasses import asdict, dataclass, fields, replace
 
 
@@ -47,7 +48,7 @@ class HParams:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise HParamsError(f"unknown hparams {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        typed = {}
+        typed: dict[str, Any] = {}
         for key, value in values.items():
             try:
                 if key == "rnn_layer_sizes":

@@ -12,9 +12,12 @@ import pytest
 
 # Before anything imports gcsfs: without it every gcsfs call stalls ~60 s against the emulator.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+# CLI subprocesses of the tests use Prefect's temporary server, not melodyflow's shared background one,
+# so a test run leaves no server behind (tests that run flows in-process use the harness's API).
+os.environ.setdefault("MELODYFLOW_PREFECT_SERVER", "ephemeral")
 
 import midi_factory  # noqa: E402
-from support import emulator_executable, free_port, wait_for_port, write_corpus  # noqa: E402
+from support import emulator_command, free_port, wait_for_port, write_corpus  # noqa: E402
 
 warnings.filterwarnings("ignore", module="pretty_midi")
 warnings.filterwarnings("ignore", module="pydub")
@@ -30,7 +33,7 @@ def gcs_emulator():
     proc = None
     if not host:
         port = free_port()
-        proc = subprocess.Popen([emulator_executable(), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        proc = subprocess.Popen([*emulator_command(), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(port)
         host = f"http://127.0.0.1:{port}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import sys
 import time
@@ -27,9 +25,9 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"GCS emulator did not open port {port} within {timeout} s")
 
 
-def emulator_executable() -> str:
-    return shutil.which("gcp-storage-emulator") or os.path.join(os.path.dirname(sys.executable),
-                                                                "gcp-storage-emulator")
+def emulator_command() -> list[str]:
+    """The GCS emulator of this interpreter's environment (also when its scripts are not on PATH)."""
+    return [sys.executable, "-m", "gcp_storage_emulator"]
 
 
 def snapshot(root: str, sub: str = "", fs=None) -> dict[str, bytes]:

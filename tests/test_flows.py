@@ -95,7 +95,8 @@ def test_dataset_flow_and_cli_publish_counters_and_charts(prefect_harness, tmp_p
     by_name = {r["counter"]: r for r in rows}
     assert by_name["examples_written"]["train"] == summary["info"]["counts"]["train"]
     assert "sequences_drums_only" in by_name  # zero counters are reported too
-    assert artifacts["dataset-charts-attention-rnn"].type == "image"
+    charts = artifacts["dataset-charts-attention-rnn"]  # the picture itself, so the UI shows it for local data too
+    assert charts.type == "markdown" and "](data:image/png;base64," in charts.data and "file://" not in charts.data
     assert (tmp_path / "data" / "melodies" / "attention_rnn" / "charts.png").read_bytes()[:4] == b"\x89PNG"
 
     assert main(["dataset", data, "--config", "attention_rnn", "--eval-ratio", "0.3", "--workers", "1",
@@ -132,7 +133,8 @@ def test_train_flow_reports_progress_metrics_curve_and_bundle(prefect_harness, t
     assert artifacts["training-progress-basic-rnn"].data == 100.0
     rows = json.loads(artifacts["training-metrics-basic-rnn"].data)
     assert {r["split"] for r in rows} == {"train", "eval"} and all("perplexity" in r for r in rows)
-    assert artifacts["loss-curve-basic-rnn"].type == "image"
+    curve = artifacts["loss-curve-basic-rnn"]
+    assert curve.type == "markdown" and "](data:image/png;base64," in curve.data and "file://" not in curve.data
     assert result["bundle"] in artifacts["training-summary-basic-rnn"].data
     assert (tmp_path / "run" / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
 

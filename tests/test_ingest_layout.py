@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from melodyflow.transforms.ingest.files import FirstCopies, first_copies, mark_duplicates, merge_first_copies
+from melodyflow.transforms.ingest.dedup import FirstCopies, first_copies, mark_duplicates, merge_first_copies
 from melodyflow.transforms.ingest.job import CHUNK_FILES, ChunkLayout
 from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
 

@@ -15,7 +15,7 @@ import pytest
 
 import crash_jobs
 import midi_factory
-from support import emulator_executable, free_port, snapshot, wait_for_port
+from support import emulator_command, free_port, snapshot, wait_for_port
 from fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ class DiskEmulator:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([emulator_executable(), "start", "--host", "127.0.0.1", "--port", str(self.port),
+        self.proc = subprocess.Popen([*emulator_command(), "start", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--default-bucket", self.bucket],
                                      env={**os.environ, "STORAGE_BASE": self.base},
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,1 +1,1 @@
-"""bundles."""
+"""Versioned model bundles: what generation, evaluation and fine-tuning load."""

@@ -1,30 +1,22 @@
-"""One primer's generation job: primer file → melodies → MIDI, piano roll PNG, optional WAV.
+"""One primer's generation job: primer file → melodies → MIDI, piano roll PNG and WAV per output.
 
-Output layout: ``OUT/<primer-id>/<nnn>.mid`` (and ``.png``, ``.wav``); the caller writes ``OUT/index.json``
-from the entries returned here. Names never depend on time, so parallel runs cannot collide.
+Output layout: ``OUT/<primer-id>/<nnn>.mid`` (and ``.png``, ``.wav``), the primer itself as
+``OUT/primers/<primer-id>.mid`` (and ``.png``, ``.wav``), so a primer's directory holds its outputs only; the caller
+writes ``OUT/index.json`` from the entries returned here. Names never depend on time, so parallel runs cannot
+collide (primer ids end in a hash, so none is ``primers``).
 """
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import subprocess
-import tempfile
+from typing import Any
 
+from melodyflow.models.generation.audio import AudioError, Synthesizer, render_wav
 from melodyflow.models.generation.sampling import GenerationError, GenerationOptions, MelodyGenerator
 from melodyflow.transforms.io import storage
-from melodyflow.models.generation.primers import Primer, PrimerError, primer_from_midi
+from melodyflow.models.generation.primers import Primer, PrimerError, PrimerWindow, primer_from_midi
 
-SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
-              "/usr/share/soundfonts/default.sf2")
-
-
-def synthesizer() -> tuple[str, str] | None:
-    """``(fluidsynth, soundfont)`` when both are installed; WAV output is skipped otherwise."""
-    exe = shutil.which("fluidsynth")
-    font = os.environ.get("MELODYFLOW_SOUNDFONT") or next((f for f in SOUNDFONTS if os.path.exists(f)), None)
-    return (exe, font) if exe and font and os.path.exists(font) else None
+PRIMERS = "primers"  # OUT/primers/<primer-id>.mid: the primers as they were read, beside their outputs
 
 
 def melody_to_sequence(melody, qpm: float, program: int, primer_steps: int, continuation_only: bool):
@@ -59,29 +51,36 @@ def piano_roll_png(sequence, primer_end: float, title: str) -> bytes:
     return buf.getvalue()
 
 
-def _wav(midi: bytes) -> bytes | None:
-    synth = synthesizer()
-    if synth is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        mid, wav = os.path.join(tmp, "x.mid"), os.path.join(tmp, "x.wav")
-        with open(mid, "wb") as fh:
-            fh.write(midi)
-        subprocess.run([synth[0], "-ni", "-F", wav, "-r", "22050", synth[1], mid], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-        with open(wav, "rb") as fh:
-            return fh.read()
+def write_files(directory: str, relative: str, base: str, sequence, png: bytes, audio: Synthesizer | None) -> dict:
+    """Write ``<base>.mid``, ``<base>.png`` and (with ``audio``) ``<base>.wav``; paths in the result are relative
+    to the output root (``relative`` is the primer's directory name). A synthesizer failure costs only the WAV."""
+    import note_seq
+
+    midi = io.BytesIO()
+    note_seq.note_sequence_to_pretty_midi(sequence).write(midi)
+    storage.write_bytes(storage.child(directory, f"{base}.mid"), midi.getvalue())
+    storage.write_bytes(storage.child(directory, f"{base}.png"), png)
+    files: dict = {"midi": f"{relative}/{base}.mid", "png": f"{relative}/{base}.png", "wav": None}
+    if audio is not None:
+        try:
+            storage.write_bytes(storage.child(directory, f"{base}.wav"), render_wav(midi.getvalue(), audio))
+            files["wav"] = f"{relative}/{base}.wav"
+        except AudioError as exc:
+            files["audio_error"] = str(exc)
+    return files
 
 
 def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Primer | None, out_root: str,
                         options: GenerationOptions, *, source: str, qpm: float | None = None,
-                        continuation_only: bool = False, seed_offset: int = 0, error: str | None = None) -> dict:
-    """Generate and write every output of one primer; a bad primer returns an entry with ``error``."""
-    import note_seq
+                        continuation_only: bool = False, seed_offset: int = 0, error: str | None = None,
+                        audio: Synthesizer | None = None) -> dict:
+    """Generate and write every output of one primer; a bad primer returns an entry with ``error``.
 
-    entry = {"id": primer_id, "source": source, "status": "error", "outputs": []}
-    if error is not None:
-        return {**entry, "error": storage.redact(error)}
+    ``audio`` renders a WAV beside each MIDI (``None``: no WAVs).
+    """
+    entry: dict[str, Any] = {"id": primer_id, "source": source, "status": "error", "outputs": []}
+    if error is not None or primer is None:
+        return {**entry, "error": storage.redact(error or "no primer")}
     try:
         results = generator.generate(primer.melody, options, seed_offset=seed_offset)
     except GenerationError as exc:
@@ -89,29 +88,25 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
     tempo = qpm or primer.qpm
     step_seconds = 60.0 / tempo / generator.config.steps_per_quarter
     directory = storage.child(out_root, primer_id)
+    primer_sequence = primer.melody.to_sequence(velocity=100, instrument=0, program=primer.program, qpm=tempo)
+    entry["primer_files"] = write_files(storage.child(out_root, PRIMERS), PRIMERS, primer_id, primer_sequence,
+                                        piano_roll_png(primer_sequence, primer_sequence.total_time,
+                                                       f"{primer_id}: primer"), audio)
     for n, result in enumerate(results):
         sequence = melody_to_sequence(result.melody, tempo, primer.program, result.primer_steps, continuation_only)
-        midi = io.BytesIO()
-        note_seq.note_sequence_to_pretty_midi(sequence).write(midi)
-        base = f"{n:03d}"
-        storage.write_bytes(storage.child(directory, f"{base}.mid"), midi.getvalue())
         primer_end = 0.0 if continuation_only else result.primer_steps * step_seconds
-        storage.write_bytes(storage.child(directory, f"{base}.png"),
-                            piano_roll_png(sequence, primer_end, f"{primer_id} #{n} (ll {result.log_likelihood:.1f})"))
-        wav = _wav(midi.getvalue())
-        if wav is not None:
-            storage.write_bytes(storage.child(directory, f"{base}.wav"), wav)
+        png = piano_roll_png(sequence, primer_end, f"{primer_id} #{n} (ll {result.log_likelihood:.1f})")
         entry["outputs"].append({
-            "midi": f"{primer_id}/{base}.mid", "png": f"{primer_id}/{base}.png",
-            "wav": f"{primer_id}/{base}.wav" if wav is not None else None,
+            **write_files(directory, primer_id, f"{n:03d}", sequence, png, audio),
             "log_likelihood": result.log_likelihood, "steps": len(result.melody),
             "primer_steps": result.primer_steps, "notes": len(sequence.notes),
         })
     return {**entry, "status": "ok", "qpm": tempo, "primer_steps": results[0].primer_steps if results else 0}
 
 
-def load_primer(url: str) -> Primer:
-    """Read and parse one primer; the size limit is checked before the file is downloaded."""
+def load_primer(url: str, window: PrimerWindow | None = None) -> Primer:
+    """Read and parse one primer (or a window of it); the size limit is checked before the file is
+    downloaded."""
     from melodyflow.models.generation.primers import MAX_PRIMER_BYTES
 
     try:
@@ -121,4 +116,4 @@ def load_primer(url: str) -> Primer:
         data = storage.read_bytes(url)
     except (FileNotFoundError, IsADirectoryError):
         raise PrimerError(f"primer not found: {url}") from None
-    return primer_from_midi(data)
+    return primer_from_midi(data, window=window)

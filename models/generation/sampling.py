@@ -14,6 +14,7 @@ import copy
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class GenerationOptions:
 
 @dataclass
 class GeneratedMelody:
-    melody: object  # note_seq.Melody including the primer
+    melody: Any  # note_seq.Melody including the primer
     primer_steps: int
     log_likelihood: float
 
@@ -120,7 +121,8 @@ class MelodyGenerator:
         shift = primer.squash(self.config.min_note, self.config.max_note, self.config.transpose_to_key)
         if len(primer) > options.num_steps:
             raise GenerationError(f"the primer is {len(primer)} steps long, more than --num-steps "
-                                  f"{options.num_steps}; raise --num-steps or shorten the primer")
+                                  f"{options.num_steps}: take a few bars of it with --primer-bars N (and "
+                                  "--primer-start-bar K), or raise --num-steps")
         if len(primer) == 0:
             raise GenerationError("the primer melody is empty")
         rng = np.random.default_rng([options.seed, seed_offset])

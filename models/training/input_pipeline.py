@@ -85,7 +85,7 @@ def make_dataset(paths: list[str], *, fmt: str, input_size: int, batch_size: int
     ds = tf.data.TFRecordDataset(sorted(paths))
     ds = ds.map(parse_fn(fmt, input_size), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(lambda x, y: (x, y, tf.shape(y, out_type=tf.int32)[0]))
-    padded_shapes = ([None, input_size], [None], [])
+    padded_shapes: tuple[list[int | None], list[int | None], list[int]] = ([None, input_size], [None], [])
     if training:
         ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.bucket_by_sequence_length(

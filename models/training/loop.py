@@ -202,8 +202,8 @@ def train(data_root: str, run_dir: str, settings: TrainSettings, hparams: HParam
             if inject:
                 nan_pending = None  # the injected fault fires once
             recoveries += 1
-            event = {"step": step + 1, "loss": loss_value, "reason": "non-finite loss" if not math.isfinite(loss_value) else "loss spike",
-                     "recovery": recoveries}
+            reason = "non-finite loss" if not math.isfinite(loss_value) else "loss spike"
+            event = {"step": step + 1, "loss": loss_value, "reason": reason, "recovery": recoveries}
             if recoveries > settings.max_divergence_recoveries:
                 raise DivergenceError(
                     f"training diverged at step {step + 1} ({event['reason']}, loss {loss_value}) after "

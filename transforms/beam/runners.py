@@ -46,7 +46,7 @@ def bind_grpc_to_loopback() -> None:
         srv.add_insecure_port = add_insecure_port
         return srv
 
-    server._melodyflow_loopback = True
+    server._melodyflow_loopback = True  # type: ignore[attr-defined]  # marks grpc.server as already wrapped
     grpc.server = server
 
 

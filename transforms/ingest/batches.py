@@ -24,7 +24,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from melodyflow.transforms.io import storage
+from melodyflow.transforms.io import stage_contract, storage
+from melodyflow.transforms.io.stage_contract import FORMAT_VERSION, MARKER
 from melodyflow.transforms.ingest.convert import format_for_path
 from melodyflow.transforms.ingest.files import IngestSettings
 from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
@@ -35,12 +36,10 @@ DEAD_LETTERS_DIR = "dead_letters"
 SHARD_PREFIX = "notesequences.tfrecord"
 MANIFEST = "manifest.jsonl"
 REPORT = "report.json"
-MARKER = "COMPLETED"
 _BATCH_RE = re.compile(r"^batch-(\d{5,})-([0-9a-f]{12})$")
-FORMAT_VERSION = 1
 
 
-class IncompleteBatchError(RuntimeError):
+class IncompleteBatchError(stage_contract.IncompleteOutputError):
     """A batch directory has no completion marker: it is being written or its run was killed."""
 
 
@@ -95,6 +94,13 @@ class CompletedBatch:
         return json.loads(storage.read_text(storage.join(self.url, REPORT)))
 
 
+def _batch_number(batch_id: str) -> int:
+    match = _BATCH_RE.match(batch_id)
+    if match is None:
+        raise ValueError(f"not a batch name: {batch_id!r}")
+    return int(match.group(1))
+
+
 def notesequences_root(data_root: str) -> str:
     return storage.join(data_root, NOTESEQUENCES_DIR)
 
@@ -110,21 +116,18 @@ def _batch_dirs(data_root: str) -> Iterator[tuple[int, str, str]]:
 def open_batch(url: str) -> CompletedBatch:
     """Open a batch for reading; refuses one without its completion marker."""
     name = url.rstrip("/").rsplit("/", 1)[-1]
-    marker_url = storage.join(url, MARKER)
-    try:
-        marker = json.loads(storage.read_text(marker_url))
-    except FileNotFoundError:
+    marker = stage_contract.read_marker(url)
+    if marker is None:
         raise IncompleteBatchError(
             f"{url} has no {MARKER} marker: its ingestion is still running or was interrupted; "
-            "re-run `melodyflow ingest` to complete it"
-        ) from None
+            "re-run `melodyflow ingest` to complete it")
     return CompletedBatch(batch_id=name, url=url, marker=marker)
 
 
 def completed_batches(data_root: str) -> list[CompletedBatch]:
     """Completed batches in creation order; incomplete ones are skipped, never read."""
     out = []
-    for _, name, url in sorted(_batch_dirs(data_root)):
+    for _, _name, url in sorted(_batch_dirs(data_root)):
         try:
             out.append(open_batch(url))
         except IncompleteBatchError:
@@ -175,7 +178,7 @@ def plan_ingest(source: str, data_root: str, settings: IngestSettings) -> Ingest
             new_files.append(FileEntry(path=path, size=size))
     completed_names = {b.batch_id for b in batches}
     stale = tuple(name for _, name, _ in _batch_dirs(data_root) if name not in completed_names)
-    number = max((int(_BATCH_RE.match(b.batch_id).group(1)) for b in batches), default=0) + 1
+    number = max((_batch_number(b.batch_id) for b in batches), default=0) + 1
     batch_id = f"batch-{number:05d}-{_fingerprint(new_files, settings)}"
     return IngestPlan(source=source, data_root=data_root, batch_id=batch_id, settings=settings,
                       files=tuple(new_files), known_hashes=known_hashes, already_ingested=already,
@@ -299,5 +302,5 @@ def finalize_batch(plan: IngestPlan, shard_reports: list[dict], dead_letter_part
     storage.write_text(storage.join(plan.batch_dir, REPORT), json.dumps(report, indent=2, sort_keys=True))
     marker = {"batch_id": plan.batch_id, "shards": shard_names, "sequences": counts["sequences"],
               "format_version": FORMAT_VERSION}
-    storage.write_text(storage.join(plan.batch_dir, MARKER), json.dumps(marker, sort_keys=True))
+    stage_contract.write_marker(plan.batch_dir, marker)
     return report

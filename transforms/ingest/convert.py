@@ -1,6 +1,6 @@
 """Score files (MIDI, MusicXML, ABC) → ``NoteSequence`` protos, the pure core of ingestion.
 
-Every sequence equals what note-seq's own readers produce.  MIDI goes through ``midi_fast`` (a compiled
+Every sequence equals what note-seq's own readers produce.  MIDI goes through ``transforms.midi.compiled_reader`` (a compiled
 reader that reproduces ``note_seq.midi_io.midi_to_note_sequence`` byte for byte, ~20x faster) and falls
 back to note-seq for any file outside the subset that reader handles; MusicXML and ABC use note-seq.  This
 module adds what Magenta's converter lacks: content-derived ids, ABC on Python 3 (text, not bytes), one
@@ -130,7 +130,7 @@ def _abc_to_sequences(data: bytes):
     return [(str(idx), tunes[idx]) for idx in sorted(tunes)], errors
 
 
-def convert_midi_fast(data: bytes, *, relative_path: str, collection: str, digest: str) -> ConvertedFile | None:
+def convert_midi_compiled(data: bytes, *, relative_path: str, collection: str, digest: str) -> ConvertedFile | None:
     """The compiled MIDI reader alone: note-seq's exact result, or ``None`` for files it leaves to note-seq.
 
     Its time and memory are linear in the file's size (no tick tables, no unbounded loops), which is why
@@ -153,7 +153,7 @@ def convert_file(
     """
     tune_errors: tuple[str, ...] = ()
     if fmt is SourceFormat.MIDI:
-        fast = convert_midi_fast(data, relative_path=relative_path, collection=collection, digest=digest)
+        fast = convert_midi_compiled(data, relative_path=relative_path, collection=collection, digest=digest)
         if fast is not None:
             return fast
         named = [(None, seq) for seq in _midi_to_sequences(data)]
@@ -195,7 +195,7 @@ def convert_files(requests: list[ConversionRequest]) -> list[ConvertedFile | tup
     """Convert many files in one call; a file's failure is returned as ``(error type, message)``.
 
     Why: one round trip to the isolated parser costs about as much as parsing a small MIDI file with
-    ``midi_fast``, so files travel in batches.  A hang or crash still loses only this call: the caller
+    ``transforms.midi.compiled_reader``, so files travel in batches.  A hang or crash still loses only this call: the caller
     then retries the batch's files one by one.
     """
     out: list[ConvertedFile | tuple[str, str]] = []

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-import numpy as np
 
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.ingest.convert import (ConversionRequest, ConvertedFile, SourceFormat, content_hash, convert_files,
-                                convert_midi_fast, convert_request, format_for_path, preload_midi_reader)
+                                convert_midi_compiled, convert_request, format_for_path, preload_midi_reader)
 from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
 from melodyflow.transforms.sandbox.isolated_worker import IsolatedCallError, IsolatedWorker, Limits, RemoteError
 from melodyflow.transforms.midi.scan import count_note_ons
@@ -22,8 +21,8 @@ class IngestSettings:
     collection: str
     max_file_bytes: int = 64 * 1024 * 1024
     max_notes: int = 500_000
-    file_timeout_s: float = 60.0
-    memory_limit_mb: int = 4096
+    file_timeout_s: float = Limits.timeout_s
+    memory_limit_mb: int = Limits.memory_mb
     files_per_shard: int = 2000
     max_shards: int = 1024
 
@@ -151,6 +150,21 @@ def expects_isolated_parsing(entries: Iterable[FileEntry], settings: IngestSetti
     return False
 
 
+def parsing_bytes(entries: Iterable[FileEntry], settings: IngestSettings) -> tuple[int, int]:
+    """Bytes the compiled reader will read in the worker, and bytes bound for the isolated parser (as
+    far as the listing tells), for sizing a job before it starts."""
+    compiled = isolated = 0
+    for entry in entries:
+        fmt = format_for_path(entry.path)
+        if fmt is None or entry.size > settings.max_file_bytes:
+            continue
+        if _read_in_worker(fmt, entry.size):
+            compiled += entry.size
+        else:
+            isolated += entry.size
+    return compiled, isolated
+
+
 def process_files(
     entries: Iterable[FileEntry],
     *,
@@ -182,7 +196,7 @@ def process_files(
     for entry in entries:  # read while batching, so at most ``batch_bytes`` plus one file are held
         prepared = _prepare(entry, source=source, settings=settings, known_hashes=known_hashes)
         if isinstance(prepared, _Pending) and _in_process(prepared.request):
-            fast = convert_midi_fast(prepared.request.data, relative_path=prepared.request.relative_path,
+            fast = convert_midi_compiled(prepared.request.data, relative_path=prepared.request.relative_path,
                                      collection=prepared.request.collection, digest=prepared.request.digest)
             if fast is not None:
                 prepared = _finish(prepared, fast)
@@ -194,75 +208,4 @@ def process_files(
                 flush()
     if batch:
         flush()
-    return results  # type: ignore[return-value] - every slot is filled by now
-
-
-# Content digest → listing index of the first converted file with that content, sorted by digest.
-# 40 bytes a file: the table that every shard writer needs stays small even for LMD-sized batches
-# (176,581 files ≈ 7 MB), where a dict of hex digests to paths would cost about 300 bytes a file.
-FIRST_COPIES = np.dtype([("digest", "S32"), ("index", "<i8")])
-
-
-def first_copies(outcomes: Iterable[FileOutcome], first_index: int) -> np.ndarray:
-    """The :data:`FIRST_COPIES` table of consecutive listed files, the first being listing entry
-    ``first_index``.  Listings are sorted by path, so the lowest index is the first path."""
-    rows = [(bytes.fromhex(o.sha256), first_index + i) for i, o in enumerate(outcomes)
-            if o.status is FileStatus.CONVERTED]
-    return merge_first_copies([np.array(rows, dtype=FIRST_COPIES)])
-
-
-def merge_first_copies(parts: Iterable[np.ndarray]) -> np.ndarray:
-    """Combine tables of disjoint file sets, in any order (associative and commutative)."""
-    table = np.sort(np.concatenate([np.empty(0, FIRST_COPIES), *parts]), order=["digest", "index"])
-    keep = np.ones(len(table), dtype=bool)
-    keep[1:] = table["digest"][1:] != table["digest"][:-1]
-    return table[keep]
-
-
-@dataclass(frozen=True)
-class FirstCopies:
-    """A merged :data:`FIRST_COPIES` table as two contiguous columns, stored one after the other, so a
-    shard writer can memory-map it and look up a chunk's digests with one binary search."""
-
-    digests: np.ndarray  # "S32", sorted
-    indices: np.ndarray  # int64, same order
-
-    @classmethod
-    def from_table(cls, table: np.ndarray) -> "FirstCopies":
-        return cls(np.ascontiguousarray(table["digest"]), np.ascontiguousarray(table["index"]))
-
-    def to_bytes(self) -> bytes:
-        return self.digests.tobytes() + self.indices.tobytes()
-
-    @classmethod
-    def from_buffer(cls, buffer) -> "FirstCopies":
-        """``buffer``: bytes or a uint8 memory map of :meth:`to_bytes`'s output."""
-        count = len(buffer) // FIRST_COPIES.itemsize
-        data = np.frombuffer(buffer, dtype=np.uint8)
-        return cls(data[:32 * count].view("S32"), data[32 * count:].view("<i8"))
-
-    def first_of(self, sha256s: list[str]) -> np.ndarray:
-        """The listing index of the first copy of each content, or -1 for contents not in the table."""
-        if not sha256s or not len(self.digests):
-            return np.full(len(sha256s), -1, dtype=np.int64)
-        wanted = np.array([bytes.fromhex(h) for h in sha256s], dtype="S32")
-        pos = np.minimum(np.searchsorted(self.digests, wanted), len(self.digests) - 1)
-        return np.where(self.digests[pos] == wanted, self.indices[pos], -1)
-
-
-def mark_duplicates(outcomes: list[FileOutcome], first_index: int, first: FirstCopies,
-                    path_at: Callable[[int], str]) -> list[FileOutcome]:
-    """Among converted files with the same content hash, keep the first path; the rest are duplicates.
-
-    ``first`` is built from :func:`first_copies` over the whole batch, so identical files converted by
-    different workers are stored once, and which copy is kept does not depend on scheduling.  Failed
-    files are never folded together: each one gets its own dead letter.  ``path_at(index)`` names the
-    kept copy; it is asked only for duplicates.  Unchanged outcomes are returned as the same objects.
-    """
-    converted = [i for i, o in enumerate(outcomes) if o.status is FileStatus.CONVERTED]
-    marked = list(outcomes)
-    for i, found in zip(converted, first.first_of([outcomes[i].sha256 for i in converted]).tolist()):
-        if found >= 0 and found != first_index + i:
-            marked[i] = replace(outcomes[i], status=FileStatus.DUPLICATE, duplicate_of=path_at(found),
-                                sequences=(), sequence_ids=(), tune_errors=())
-    return marked
+    return results  # type: ignore[return-value]  # every slot is filled by now

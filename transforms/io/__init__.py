@@ -1,1 +1,2 @@
-"""io."""
+"""Storage (fsspec with retries and atomic writes), TFRecord framing, protobuf wire helpers, staged
+shard writing."""

@@ -6,8 +6,8 @@ to reach two proto classes.  These encoders emit the protobuf wire format of ``e
 equal to those Magenta builds; a test checks that with TensorFlow itself.
 
 :func:`packed_varints` / :func:`example_packed` / :func:`sequence_example_sparse` emit the same bytes
-from numpy arrays with a few array operations per record instead of a Python call per value: per-value
-``_varint`` calls and per-row float packing were the largest cost of building a corpus.
+from numpy arrays with a few array operations per record instead of a Python call per value, which
+would otherwise be the largest cost of building a corpus.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def _ld(tag: bytes, payload: bytes) -> bytes:
 
 def example_packed(packed_features: Mapping[str, bytes]) -> bytes:
     """:func:`example` for features already encoded with :func:`packed_varints`."""
-    pieces = []
+    pieces: list[bytes] = []
     for key in sorted(packed_features):
         packed = packed_features[key]
         # Features.feature map entry (1) {key (1), value (2): Feature.int64_list (3) → value (1) packed}.
@@ -179,6 +179,7 @@ def sequence_example_sparse(steps: int, width: int, rows, cols, negative, labels
     Every row is the same length, so each is a fixed header followed by ``width`` little-endian
     float32s, written straight into one byte matrix (±1.0 is 00 00 80 3f/bf).
     """
+    inputs_list: bytes | memoryview
     if width == 0:
         inputs_list = _field(1, _float_feature([])) * steps
     else:
@@ -188,7 +189,7 @@ def sequence_example_sparse(steps: int, width: int, rows, cols, negative, labels
         at = prefix.size + 4 * np.asarray(cols)
         matrix[rows, at + 2] = 0x80
         matrix[rows, at + 3] = np.where(negative, 0xBF, 0x3F)
-        inputs_list = memoryview(matrix.reshape(-1))
+        inputs_list = matrix.reshape(-1).data
     return _sequence_example_joined(inputs_list, _label_entries(labels))
 
 
@@ -201,7 +202,7 @@ def _label_entries(labels) -> bytes:
 _INPUTS_KEY, _LABELS_KEY = _field(1, b"inputs"), _field(1, b"labels")
 
 
-def _sequence_example_joined(inputs_list: bytes, labels_list: bytes) -> bytes:
+def _sequence_example_joined(inputs_list: bytes | memoryview, labels_list: bytes) -> bytes:
     """:func:`_sequence_example` with one copy of the (large) payloads instead of one per nesting level."""
     inputs_value = _length(len(inputs_list))  # (a memoryview of bytes: its len is the byte count)
     labels_value = _length(len(labels_list))

@@ -3,15 +3,14 @@
 Beam's ``WriteToTFRecord`` fails or silently writes empty shards on the Dask runner.  Melodyflow's jobs
 stage records in files and write each shard whole through fsspec (see ``ingest_pipeline`` and
 ``dataset_pipeline``): a shard holds the same records in the same order on every run, so re-running a
-job yields byte-identical files.
+job yields byte-identical files.  No Beam here: the jobs' in-process paths use these too (the Beam
+transforms are in :mod:`melodyflow.transforms.beam.writes`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-
-import apache_beam as beam
 
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.io.tfrecord import iter_records_from_blocks
@@ -40,43 +39,20 @@ def shard_index(key: str, num_shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % num_shards
 
 
+def write_shard(url: str, framed_pieces) -> int:
+    """Stream a shard's framed records (``framed_pieces()`` yields bytes) to ``url``, then read it back and
+    return its record count: what the stage's marker may vouch for."""
+    storage.write_stream(url, framed_pieces)
+    return count_records(url)
+
+
 def count_records(url: str) -> int:
     """Read a written shard back and count its records (checksums verified): what a completion marker
     may vouch for.  Shard writers call it on their own shard, so the read-back runs in parallel."""
     return sum(1 for _ in iter_records_from_blocks(storage.iter_blocks(url), source=url))
 
 
-class WriteJsonLines(beam.PTransform):
-    """Write dicts as one JSON-lines file sorted by ``sort_field`` (small outputs: manifests)."""
-
-    def __init__(self, url: str, sort_field: str):
-        super().__init__()
-        self._url = url
-        self._sort_field = sort_field
-
-    def expand(self, pcoll):
-        url, field = self._url, self._sort_field
-
-        def write(_key, records):
-            rows = sorted((r for r in records if r is not None), key=lambda r: r[field])
-            text = "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
-            storage.write_text(url, text)
-            return url, len(rows)
-
-        placeholder = pcoll.pipeline | "Placeholder" >> beam.Create([(None, None)])
-        return (
-            (pcoll | "KeyAll" >> beam.Map(lambda r: (None, r)), placeholder)
-            | "WithPlaceholder" >> beam.Flatten()
-            | "GroupAll" >> beam.GroupByKey()
-            | "WriteFile" >> beam.MapTuple(write)
-        )
-
-
-def join_writes(*written):
-    """Make every write branch an ancestor of one final step.
-
-    Beam's Dask runner computes only the last transform's bag and relies on it depending on the whole
-    graph; a pipeline with several sinks would silently skip all but one. Joining the sinks' outputs
-    (each ``(url, count)``) into a final step keeps every branch reachable on every runner.
-    """
-    return written | "AllWrites" >> beam.Flatten() | "WritesDone" >> beam.Map(lambda url_count: url_count)
+def json_lines(records, sort_field: str) -> str:
+    """Dicts as JSON lines sorted by ``sort_field`` (small outputs: partial stats, manifests)."""
+    rows = sorted((r for r in records if r is not None), key=lambda r: r[sort_field])
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)

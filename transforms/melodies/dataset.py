@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from melodyflow.transforms.io import storage
+from melodyflow.transforms.io import stage_contract, storage
+from melodyflow.transforms.io.stage_contract import FORMAT_VERSION, MARKER
 from melodyflow.transforms.ingest.batches import CompletedBatch, completed_batches
+from melodyflow.transforms.melodies import encoding_compiled
 from melodyflow.transforms.melodies.configs import MelodyConfig
 from melodyflow.transforms.melodies.encoding import FORMATS, encode_events, encode_melody, to_record
 from melodyflow.transforms.melodies.extraction_reference import COUNTERS, MelodySettings, sequence_to_melodies
@@ -31,12 +33,10 @@ MELODIES_DIR = "melodies"
 SPLITS = ("train", "eval")
 STATS = "stats.json"
 INFO = "info.json"
-MARKER = "COMPLETED"
 PARTIAL_STATS = "_stats.partial.jsonl"
-FORMAT_VERSION = 1
 
 
-class IncompleteDatasetError(RuntimeError):
+class IncompleteDatasetError(stage_contract.IncompleteOutputError):
     """A dataset directory has no completion marker."""
 
 
@@ -81,17 +81,16 @@ def sequence_examples(serialized: bytes, settings: DatasetSettings):
 
     ``histogram`` holds Magenta's melody-length buckets (``"[10,20)"``) and, as ``"pitch:NN"``, how
     often each pitch starts a note in the encoded (squashed) melodies.  Runs the compiled extraction
-    (``melody_fast``) and the vectorized encoder (``encode_events``); :func:`reference_sequence_examples`
+    (``extraction_compiled``) and the vectorized encoder (``encode_events``); :func:`reference_sequence_examples`
     is the same contract on note-seq's own objects, kept as the oracle the tests and benchmarks compare
     against.
     """
-    from note_seq.protobuf.music_pb2 import NoteSequence
+    from melodyflow.transforms.melodies.extraction_compiled import compiled_sequence_to_melodies
+    from melodyflow.transforms.melodies.proto import note_sequence_class
 
-    from melodyflow.transforms.melodies.extraction_compiled import fast_sequence_to_melodies
-
-    sequence = NoteSequence.FromString(serialized)
+    sequence = note_sequence_class().FromString(serialized)
     split = split_of(sequence.id, settings.eval_ratio)
-    melodies, stats, histogram = fast_sequence_to_melodies(sequence, settings.melody, serialized=serialized)
+    melodies, stats, histogram = compiled_sequence_to_melodies(sequence, settings.melody, serialized=serialized)
     records = []
     pitches = np.zeros(128, dtype=np.int64)
     for m in melodies:
@@ -167,17 +166,15 @@ def plan_dataset(data_root: str, settings: DatasetSettings) -> DatasetPlan:
     return DatasetPlan(data_root=data_root, settings=settings, batches=batches)
 
 
-def read_marker(out_dir: str) -> dict | None:
-    try:
-        return json.loads(storage.read_text(storage.join(out_dir, MARKER)))
-    except FileNotFoundError:
-        return None
+def up_to_date(plan: DatasetPlan) -> dict | None:
+    """The completed dataset's marker when it was built from the same batches and settings."""
+    return stage_contract.up_to_date(plan.out_dir, plan.fingerprint)
 
 
 def open_dataset(data_root: str, config_name: str) -> dict:
     """The ``info.json`` of a completed dataset; refuses one without its marker."""
     out_dir = storage.join(data_root, MELODIES_DIR, config_name)
-    if read_marker(out_dir) is None:
+    if stage_contract.read_marker(out_dir) is None:
         raise IncompleteDatasetError(
             f"{out_dir} has no {MARKER} marker: build it with `melodyflow dataset {data_root} "
             f"--config {config_name}` (or wait for the running build)")
@@ -189,8 +186,8 @@ def open_dataset(data_root: str, config_name: str) -> dict:
 def merge_partial_stats(lines: list[dict]) -> tuple[dict, dict, dict, list[dict]]:
     """Sum per-split counters, length histograms and pitch counts from the partial stats records."""
     counters = {s: Counter(dict.fromkeys(COUNTERS, 0)) for s in SPLITS}
-    histograms = {s: Counter() for s in SPLITS}
-    pitches = {s: Counter() for s in SPLITS}
+    histograms: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    pitches: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     failures = []
     for rec in lines:
         if rec["kind"] == "counters":
@@ -223,7 +220,7 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
         if written != counters[split].get("examples_written", 0):
             raise RuntimeError(f"{split} shards hold {written} examples but the counters say "
                                f"{counters[split].get('examples_written', 0)}; refusing to publish")
-    total = Counter()
+    total: Counter[str] = Counter()
     for split in SPLITS:
         total.update(counters[split])
     failures_url = None
@@ -238,8 +235,8 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
     info = {
         "config": config.name,
         "encoding": config.encoding,
-        "input_size": config.input_size,
-        "num_classes": config.num_classes,
+        "input_size": encoding_compiled.input_size(config),  # without importing note-seq (a second)
+        "num_classes": encoding_compiled.num_classes(config),
         "min_note": config.min_note,
         "max_note": config.max_note,
         "transpose_to_key": config.transpose_to_key,
@@ -256,6 +253,5 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
     }
     storage.write_text(storage.join(plan.out_dir, INFO), json.dumps(info, indent=2, sort_keys=True))
     storage.remove_tree(partial_url)
-    storage.write_text(storage.join(plan.out_dir, MARKER),
-                       json.dumps({"fingerprint": plan.fingerprint, "counts": info["counts"]}, sort_keys=True))
+    stage_contract.write_marker(plan.out_dir, {"fingerprint": plan.fingerprint, "counts": info["counts"]})
     return {"info": info, "stats": stats}

@@ -15,7 +15,7 @@ Two paths build the same bytes.  :func:`encode_melody` + :func:`to_record` run n
 and stay as the reference.  :func:`encode_events` is what corpus building uses: note-seq computes each
 step's dense input vector in Python (the key-melody encoder even re-scans the whole prefix per step),
 which made encoding and serialization most of a corpus build, so it re-derives the same inputs with
-array operations over the whole melody (``melody_encoding_fast``) and writes the varints with numpy;
+array operations over the whole melody (``encoding_compiled``) and writes the varints with numpy;
 tests pin it byte for byte to the reference.
 """
 

@@ -227,7 +227,7 @@ def _key_melody(ev, config):
     ago, a 7-bit counter, start of bar, best keys so far, best keys of the last three pitches."""
     length = ev.size
     steps = max(length - 1, 0)
-    min_note, note_range = config.min_note, config.max_note - config.min_note
+    note_range = config.max_note - config.min_note
     is_note = ev >= 0
     note_pos = np.flatnonzero(is_note)
     pitches = ev[note_pos]
@@ -250,7 +250,14 @@ def _key_melody(ev, config):
     counts = np.zeros((length, NOTES_PER_OCTAVE), dtype=np.int64)
     counts[note_pos, pitches % NOTES_PER_OCTAVE] = 1
     keys_all = _key_flags(np.cumsum(counts, axis=0))
+    keys_recent = _recent_pitch_keys(pitches, is_note, length)
+    cols, vals = _key_melody_inputs(ev, config, steps, playing, current, attack, ascending, keys_all, keys_recent)
+    labels = _lookback_labels(ev, length, config.min_note, note_range)
+    return cols, vals, labels
 
+
+def _recent_pitch_keys(pitches: np.ndarray, is_note: np.ndarray, length: int) -> np.ndarray:
+    """Per step, the best keys of the three most recently used pitches (all keys before any note)."""
     # Key of the last three distinct pitches (note-seq's deque(maxlen=3) with move-to-end on repeats,
     # i.e. the three most recently used pitches).  Over runs of equal pitches R: the latest is R[r],
     # the one before is R[r-1], and the third is R[k] for the last k <= r-2 with R[k] != R[k+2]
@@ -273,7 +280,12 @@ def _key_melody(ev, config):
     keys_recent = np.ones((length, NOTES_PER_OCTAVE), dtype=bool)  # no notes yet: every key ties at 0
     seen = note_ordinal >= 0
     keys_recent[seen] = keys_recent_runs[run_of_note[note_ordinal[seen]]]
+    return keys_recent
 
+
+def _key_melody_inputs(ev, config, steps, playing, current, attack, ascending, keys_all, keys_recent):
+    """The non-zero input positions (``cols``) and values of every step of the key-melody encoding."""
+    min_note, note_range = config.min_note, config.max_note - config.min_note
     p = np.arange(steps)
     offset_attack = note_range + 2
     offset_counter = offset_attack + 2 + len(LOOKBACK_DISTANCES)
@@ -303,14 +315,18 @@ def _key_melody(ev, config):
     cols[:, c:] = offset_keys + np.arange(24)
     vals[:, c : c + 12] = keys_all[:steps]
     vals[:, c + 12 :] = keys_recent[:steps]
+    return cols, vals
 
+
+def _lookback_labels(ev: np.ndarray, length: int, min_note: int, note_range: int) -> np.ndarray:
+    """Class labels with lookback classes (a repeat of one or two bars ago wins over the event itself)."""
     nxt = ev[1:]
     labels = np.where(nxt >= 0, nxt - min_note, np.where(nxt == MELODY_NOTE_OFF, note_range + 1, note_range))
     for i, distance in enumerate(LOOKBACK_DISTANCES):  # later (longer) lookbacks take precedence
         labels[_repeats(ev, 1, length, distance)] = note_range + 2 + i
     early = labels[: LOOKBACK_DISTANCES[-1] - 1]  # no-events before the longest lookback: as above
     early[nxt[: LOOKBACK_DISTANCES[-1] - 1] == MELODY_NO_EVENT] = note_range + len(LOOKBACK_DISTANCES) + 1
-    return cols, vals, labels
+    return labels
 
 
 def input_size(config: MelodyConfig) -> int:
@@ -322,6 +338,13 @@ def input_size(config: MelodyConfig) -> int:
         return one_hot * (1 + len(LOOKBACK_DISTANCES)) + LOOKBACK_COUNTER_BITS + len(LOOKBACK_DISTANCES)
     return (config.max_note - config.min_note + 2 + 1 + 1 + len(LOOKBACK_DISTANCES) + KEY_MELODY_COUNTER_BITS
             + 1 + 2 * NOTES_PER_OCTAVE)
+
+
+def num_classes(config: MelodyConfig) -> int:
+    """``config.num_classes`` without building note-seq's encoder: the melody events, plus a class per
+    lookback distance for the lookback and key-melody encodings."""
+    events = config.max_note - config.min_note + 2
+    return events if config.encoding == "one_hot" else events + len(LOOKBACK_DISTANCES)
 
 
 _ENCODERS = {"one_hot": _one_hot, "lookback": _lookback, "key_melody": _key_melody}

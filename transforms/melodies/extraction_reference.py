@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 # Magenta's melody-length histogram buckets (in bars) for min_bars=7, sorted; a melody of length L bars
 # falls in the last bucket edge <= L.
@@ -104,7 +105,7 @@ class ExtractedMelody:
     transposition: int
     instrument: int
     index: int  # order of extraction within (subsequence, transposition)
-    melody: object = field(repr=False)  # note_seq.Melody
+    melody: Any = field(repr=False)  # note_seq.Melody (note-seq is imported only where it is used)
 
 
 def _histogram_bucket(edges: tuple[int, ...], bars: int) -> str:
@@ -123,8 +124,8 @@ def extract_melodies(quantized, settings: MelodySettings, stats: Counter, histog
     from note_seq import sequences_lib
     from note_seq.melodies_lib import Melody, PolyphonicMelodyError
 
-    local = Counter()
-    local_hist = Counter()
+    local: Counter[str] = Counter()
+    local_hist: Counter[str] = Counter()
     melodies = []
     steps_per_bar = int(sequences_lib.steps_per_bar_in_quantized_sequence(quantized))
     for instrument in sorted({n.instrument for n in quantized.notes}):

@@ -1,9 +1,9 @@
 """One pre-imported parser template per machine, from which every worker forks its isolated parser.
 
 Why: an isolated parser is a fresh interpreter that imports note-seq (about a second: note-seq's package
-imports bokeh, pandas and scipy).  Each Beam worker used to start its own, so a machine with ``n``
-workers paid ``n`` of those seconds, and a job paid them again after every crash or timeout.  The job's
-driver now owns one template process that has imported the readers once; a worker asks it for a child
+imports bokeh, pandas and scipy).  If each Beam worker started its own, a machine with ``n`` workers
+would pay ``n`` of those seconds, and a job would pay them again after every crash or timeout.  So the
+job's driver owns one template process that has imported the readers once; a worker asks it for a child
 over a Unix socket and gets a fork in milliseconds, already prepared.
 
 The template is the children's parent, so it is the one that can reap them, report how each ended, and
@@ -115,8 +115,8 @@ class ParserTemplate:
 
     def _activate_on_first_request(self) -> None:
         assert self._listener is not None and self._stop_r is not None
-        ready, _, _ = select.select([self._listener, self._stop_r], [], [])
-        if self._listener in ready:
+        ready, _, _ = select.select([self._listener.fileno(), self._stop_r], [], [])
+        if self._listener.fileno() in ready:
             self._spawn()
 
     def _spawn(self) -> None:
@@ -316,7 +316,7 @@ class _Template:
                 ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() == template_pid:  # else the template died before prctl took hold
                     for fileobj in [key.fileobj for key in self._selector.get_map().values()]:
-                        os.close(fileobj if isinstance(fileobj, int) else fileobj.detach())
+                        os.close(fileobj if isinstance(fileobj, int) else fileobj.detach())  # type: ignore[attr-defined]
                     self._selector.close()
                     os.close(self._wake_w)
                     parent_end.close()

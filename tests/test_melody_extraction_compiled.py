@@ -14,9 +14,9 @@ from note_seq import sequences_lib
 from note_seq.protobuf import music_pb2
 
 from sequences import BAR, STEP, add_notes, new_sequence, scale_run
-from melodyflow.transforms.melodies import extraction_compiled
+from melodyflow.transforms.melodies import compiled_note_arrays, extraction_compiled
 from melodyflow.transforms.melodies.extraction_reference import MelodySettings, sequence_to_melodies
-from melodyflow.transforms.melodies.extraction_compiled import FastMelody, fast_sequence_to_melodies
+from melodyflow.transforms.melodies.extraction_compiled import CompiledMelody, compiled_sequence_to_melodies
 
 SETTINGS = [
     MelodySettings(),
@@ -41,8 +41,8 @@ def _reference(seq, settings):
 
 
 def _fast(seq, settings, serialized=None):
-    melodies, stats, histogram = fast_sequence_to_melodies(seq, settings, serialized)
-    assert all(isinstance(m, FastMelody) for m in melodies)
+    melodies, stats, histogram = compiled_sequence_to_melodies(seq, settings, serialized)
+    assert all(isinstance(m, CompiledMelody) for m in melodies)
     rows = [(m.subsequence, m.transposition, m.instrument, m.index, m.events, m.steps_per_bar,
              m.steps_per_quarter, m.start_step, m.end_step) for m in melodies]
     assert all(type(e) is int for row in rows for e in row[4])
@@ -311,7 +311,7 @@ def test_quantized_input_raises_like_the_reference():
     with pytest.raises(sequences_lib.QuantizationStatusError):
         sequence_to_melodies(quantized, MelodySettings())
     with pytest.raises(sequences_lib.QuantizationStatusError):
-        fast_sequence_to_melodies(quantized, MelodySettings())
+        compiled_sequence_to_melodies(quantized, MelodySettings())
 
 
 def test_unusual_note_fields_are_read_like_attributes():
@@ -340,8 +340,8 @@ def test_wire_reader_agrees_with_attribute_access():
             if rng.random() < 0.05:
                 note.instrument = rng.randrange(1000)
         data = seq.SerializeToString()
-        wire = extraction_compiled._notes_from_wire(data, len(seq.notes))
-        attributes = extraction_compiled._notes_by_attribute(seq.notes)
+        wire = compiled_note_arrays.notes_from_wire(data, len(seq.notes))
+        attributes = compiled_note_arrays.notes_by_attribute(seq.notes)
         assert wire is not None
         for got, want in zip(wire, attributes):
             assert got.tolist() == want.tolist()

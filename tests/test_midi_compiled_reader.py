@@ -186,7 +186,7 @@ def _with_ids(seq, sid, filename, collection) -> bytes:
 def _random_file(rng: random.Random) -> bytes:
     """Every event kind, few pitches and channels (to collide), many same-tick events."""
     tracks = []
-    for t in range(rng.randint(1, 4)):
+    for _track_number in range(rng.randint(1, 4)):
         events, status = [], None
         for _ in range(rng.randint(1, 80)):
             delta = rng.choice([0, 0, 0, 1, 60, 120, 480, rng.randint(0, 5000)])

@@ -1,0 +1,134 @@
+"""The ``melodyflow`` parser and entry point: one registration line per subcommand in :data:`COMMANDS`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from typing import NoReturn
+
+from melodyflow.flows.cli import dataset, demo, generate, import_magenta, ingest, run, server, train
+from melodyflow.flows.cli.command import Command, UsageError
+from melodyflow.flows.cli.options import EPILOG, HelpFormatter, Parser, add_output_args
+
+COMMANDS: tuple[Command, ...] = (
+    run.COMMAND,
+    ingest.COMMAND,
+    dataset.COMMAND,
+    train.COMMAND,
+    generate.COMMAND,
+    import_magenta.COMMAND,
+    demo.COMMAND,
+    server.COMMAND,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="melodyflow", formatter_class=HelpFormatter, epilog=EPILOG,
+                    description="MIDI corpora → NoteSequences → melody datasets → trained melody RNNs → music.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        child = sub.add_parser(command.name, help=command.summary, description=command.description,
+                               epilog=EPILOG, formatter_class=HelpFormatter)
+        command.add_arguments(child)
+        add_output_args(child)
+    return parser
+
+
+# Warnings that say nothing about the user's data, for this process and (through the environment) for
+# the Beam workers and parser processes it starts: pydub's about ffmpeg (note-seq imports pydub; audio
+# is rendered with FluidSynth), pretty_midi's about meta events on tracks other than the first.
+_CHILD_WARNING_FILTERS = ("ignore:Couldn't find ffmpeg:RuntimeWarning",
+                          "ignore::RuntimeWarning:pretty_midi.pretty_midi")
+
+
+def quiet_third_party_noise() -> None:
+    warnings.filterwarnings("ignore", module="pretty_midi")
+    warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    inherited = os.environ.get("PYTHONWARNINGS", "")
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [inherited, *_CHILD_WARNING_FILTERS]))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """2 for a bad invocation or input the user must fix, 1 for a storage outage, None otherwise."""
+    from melodyflow.flows.local_server import ServerStartError
+    from melodyflow.transforms.io.storage import StorageError
+
+    if isinstance(exc, (StorageError, ServerStartError)):
+        return 1
+    if isinstance(exc, (UsageError, ValueError, FileNotFoundError)):
+        return 2
+    from melodyflow.models.bundles.bundle import BundleError
+    from melodyflow.transforms.melodies.dataset import IncompleteDatasetError, NoInputError
+
+    return 2 if isinstance(exc, (NoInputError, IncompleteDatasetError, BundleError)) else None
+
+
+def error_line(command: str, exc: BaseException) -> str:
+    from melodyflow.transforms.io.storage import StorageError, redact
+
+    if isinstance(exc, StorageError):
+        return f"melodyflow {command}: storage failure, nothing was published: {exc}"
+    return f"melodyflow {command}: error: {redact(str(exc))}"
+
+
+def _run(command: Command, args: argparse.Namespace) -> dict:
+    command.check(args)
+    if not command.uses_prefect_api:
+        return command.run(args)
+    from melodyflow.flows.local_server import prefect_api
+
+    with prefect_api(log=lambda message: print(message, file=sys.stderr)):
+        return command.run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``melodyflow`` command; ``argv=None`` (the console script, ``python -m``) also ends the process."""
+    status = run_command(argv)
+    if argv is None:
+        leave(status)
+    return status
+
+
+def leave(status: int) -> NoReturn:
+    """End the process as the interpreter would, minus tearing down every module one by one: about a
+    second of a short command's time with Prefect, Beam and numba loaded, spent after its work is done
+    and its outputs are published. Threads are joined and exit hooks run first (Prefect sends its last
+    logs and events to the API there)."""
+    import atexit
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]  # what interpreter shutdown calls first
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def run_command(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = next(c for c in COMMANDS if c.name == args.command)
+    if not args.debug:
+        quiet_third_party_noise()
+    try:
+        result = _run(command, args)
+    except Exception as exc:
+        status = exit_status(exc)
+        if status is None or args.debug:
+            raise
+        print(error_line(args.command, exc), file=sys.stderr)
+        return status
+    if args.json:
+        sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
+    else:
+        command.show(result)
+    failure = command.failure(result)
+    if failure:
+        print(f"melodyflow {args.command}: error: {failure}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,103 @@
+"""Checks of an invocation that run before any flow starts, so a mistake costs a second and one line.
+
+Each raises :class:`UsageError` with what is wrong and what to do instead. Remote URLs (``gs://``,
+``s3://``) are checked only where a listing is needed anyway; local paths fully.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from melodyflow.flows.cli.command import UsageError
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
+
+
+def _local_path(url: str) -> str:
+    return os.path.realpath(url[len("file://"):] if url.startswith("file://") else url)
+
+
+def require_nonempty(value: str | None, name: str, what: str) -> str:
+    if value is None or not value.strip():
+        raise UsageError(f"{name} is empty (an unset shell variable?): give {what}")
+    return value
+
+
+def writable_data_root(data_root: str, name: str = "DATA_ROOT") -> None:
+    """DATA_ROOT must be a directory this process can write (created here when missing)."""
+    require_nonempty(data_root, name, "the directory for melodyflow's outputs (created if missing)")
+    if not _is_local(data_root):
+        return
+    path = _local_path(data_root)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{name} {data_root} is a file, not a directory: give a directory for melodyflow's "
+                         "outputs (it is created if missing)")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".melodyflow-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{name} {data_root} is not writable ({exc.strerror or exc}): give a directory you "
+                         "can write to") from None
+
+
+def readable_source(source: str, data_root: str | None = None) -> None:
+    """SOURCE must be an existing directory (or URL prefix) that does not hold DATA_ROOT."""
+    require_nonempty(source, "SOURCE", "the directory (or URL) that holds your MIDI, MusicXML or ABC files")
+    if _is_local(source):
+        path = _local_path(source)
+        if not os.path.exists(path):
+            raise UsageError(f"SOURCE {source} does not exist: give the directory that holds your MIDI, "
+                             "MusicXML or ABC files")
+        if not os.path.isdir(path):
+            raise UsageError(f"SOURCE {source} is a file: give the directory that holds it")
+    else:
+        from melodyflow.transforms.io import storage
+
+        if not storage.exists(source):
+            raise UsageError(f"SOURCE {source} does not exist (nothing at that URL prefix)")
+    if data_root is not None and _contains(source, data_root):
+        raise UsageError(f"DATA_ROOT {data_root} is inside SOURCE {source}: melodyflow would ingest its own "
+                         "outputs; put DATA_ROOT outside SOURCE")
+
+
+def _contains(outer: str, inner: str) -> bool:
+    if _is_local(outer) != _is_local(inner):
+        return False
+    if _is_local(outer):
+        a, b = _local_path(outer), _local_path(inner)
+        return b == a or b.startswith(a.rstrip(os.sep) + os.sep)
+    a, b = outer.rstrip("/"), inner.rstrip("/")
+    return b == a or b.startswith(a + "/")
+
+
+def ingested_data_root(data_root: str) -> None:
+    """DATA_ROOT must hold at least one completed ingestion batch."""
+    require_nonempty(data_root, "DATA_ROOT", "the DATA_ROOT given to `melodyflow ingest`")
+    from melodyflow.transforms.ingest.batches import completed_batches
+
+    if _is_local(data_root) and not os.path.isdir(_local_path(data_root)):
+        raise UsageError(f"DATA_ROOT {data_root} does not exist: give the DATA_ROOT of an earlier "
+                         "`melodyflow ingest SOURCE DATA_ROOT`")
+    if not completed_batches(data_root):
+        raise UsageError(f"DATA_ROOT {data_root} has no completed ingestion batch: run "
+                         f"`melodyflow ingest SOURCE {data_root}` first")
+
+
+def trainable_dataset(data_root: str, config: str) -> None:
+    """The dataset must be complete and have training examples; an empty eval split is only a warning
+    (training then reports no eval metrics)."""
+    import sys
+
+    from melodyflow.transforms.melodies.dataset import open_dataset
+
+    counts = open_dataset(data_root, config)["counts"]
+    if not counts["train"]:
+        raise UsageError(f"the train split of {data_root}'s {config} dataset is empty ({counts['eval']} eval "
+                         "examples): add files with `melodyflow ingest`, or rebuild it with a lower --eval-ratio")
+    if not counts["eval"]:
+        print(f"melodyflow train: warning: the eval split of {data_root}'s {config} dataset is empty: training "
+              "reports no eval metrics", file=sys.stderr)

@@ -1,0 +1,73 @@
+"""``melodyflow train DATA_ROOT RUN_DIR``: a Melody RNN trained on a dataset, as checkpoints and bundles."""
+
+from __future__ import annotations
+
+import argparse
+
+from melodyflow.flows.cli import checks, output
+from melodyflow.flows.cli.command import Command, UsageError
+from melodyflow.flows.cli.options import add_config_arg, add_setting, at_least
+from melodyflow.models.training.loop import TrainSettings
+
+HPARAMS_HELP = ("hyperparameter overrides as JSON ('{\"rnn_layer_sizes\":[64]}') or Magenta's form "
+                "('batch_size=64,rnn_layer_sizes=[64,64]'); keys: batch_size, rnn_layer_sizes, "
+                "dropout_keep_prob, clip_norm, learning_rate, attn_length")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data_root", help="the DATA_ROOT holding melodies/<config>/")
+    parser.add_argument("run_dir", help="where checkpoints, summaries and bundles go")
+    add_config_arg(parser, "to train")
+    parser.add_argument("--hparams", default=None, metavar="SPEC", help=HPARAMS_HELP)
+    parser.add_argument("--preset", choices=("magenta", "debug"), default="magenta",
+                        help="base hparams: Magenta's defaults, or a tiny debug model that trains in "
+                             "seconds (default: magenta)")
+    add_setting(parser, "--num-training-steps", TrainSettings, "num_training_steps", type=at_least(1),
+                metavar="N", help="train until this global step")
+    add_setting(parser, "--eval-every", TrainSettings, "eval_every", type=at_least(1), metavar="N",
+                help="evaluate on the eval split every N steps and at the end")
+    parser.add_argument("--checkpoint-every", type=at_least(1), default=None, metavar="N",
+                        help="save a checkpoint every N steps and at the end (default: --eval-every)")
+    add_setting(parser, "--keep-checkpoints", TrainSettings, "keep_checkpoints", type=at_least(1), metavar="K",
+                help="keep the last K checkpoints")
+    add_setting(parser, "--seed", TrainSettings, "seed", type=int, help="random seed for weights and shuffling")
+    parser.add_argument("--resume", action="store_true",
+                        help="require an existing checkpoint to resume from (resuming is automatic "
+                             "whenever RUN_DIR has one)")
+
+
+def check_hparams(config: str, preset: str, spec: str | None) -> None:
+    """A bad ``--hparams`` is a usage error, found before Prefect or TensorFlow is imported."""
+    from melodyflow.models.hparams import debug_hparams, default_hparams
+
+    (debug_hparams if preset == "debug" else default_hparams)(config).override(spec)
+
+
+def check(args: argparse.Namespace) -> None:
+    check_hparams(args.config, args.preset, args.hparams)
+    checks.trainable_dataset(args.data_root, args.config)
+    checks.writable_data_root(args.run_dir, "RUN_DIR")
+    if args.resume:
+        from melodyflow.transforms.io import storage
+
+        if not storage.list_dir(storage.join(args.run_dir, "checkpoints")):
+            raise UsageError(f"--resume: {args.run_dir} has no checkpoints to resume from")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from melodyflow.flows.train import train_melody_model
+
+    return train_melody_model(
+        data_root=args.data_root, run_dir=args.run_dir, config=args.config, hparams=args.hparams,
+        preset=args.preset, num_training_steps=args.num_training_steps, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed)
+
+
+COMMAND = Command(
+    name="train",
+    summary="train a melody RNN on a dataset built by `melodyflow dataset`",
+    description="Train a Melody RNN (Keras, TensorFlow) on DATA_ROOT/melodies/<config>. Checkpoints, "
+                "TensorBoard event files (RUN_DIR/train, RUN_DIR/eval) and versioned model bundles "
+                "(RUN_DIR/bundles/vNNNN) go to RUN_DIR, which may be local, gs:// or s3://. A run resumes "
+                "from RUN_DIR's latest checkpoint when there is one.",
+    add_arguments=add_arguments, check=check, run=run, show=output.show_training)
