@@ -171,9 +171,10 @@ def keras_softmax(bundle: str, events: list[int]):
 def compare(magenta: Magenta, config: str, size: str, mag: str, primer_name: str) -> dict:
     import numpy as np
 
-    work = os.path.join(magenta.scratch, "compare", f"{config}_{size}")
+    work = os.path.join(magenta.scratch, "compare", os.path.basename(mag)[:-len(".mag")])
     log = os.path.join(magenta.scratch, "melodyflow.log")
     imported = os.path.join(work, "imported")
+    shutil.rmtree(imported, ignore_errors=True)  # import-magenta never overwrites; this is the bench's scratch
     result = melodyflow("import-magenta", mag, imported, log=log)
     primer = PRIMERS[primer_name]
     ref_midi = magenta.greedy(mag, primer, os.path.join(work, f"magenta-{primer_name}"))

@@ -9,6 +9,8 @@ and note-seq's ``GeneratorBundle`` proto around them.  That graph's softmax is t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import tempfile
@@ -150,6 +152,15 @@ def reference_greedy(graph: MagentaGraph, config: str, primer: list[int], num_st
     return list(melody)
 
 
+def cli(*argv: str) -> tuple[int, str, str]:
+    """``melodyflow ARGV``: exit status, stdout, stderr (redirected, not capsys: Prefect's console handler would
+    keep a captured stream past the test)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
 def leftovers(parent) -> list[str]:
     return sorted(n for n in os.listdir(parent) if "importing" in n)
 
@@ -208,7 +219,7 @@ def test_run_directory_imports_its_latest_checkpoint_without_optimizer_state(tmp
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
             tf1.train.Saver(variables).save(session, str(train_dir / "model.ckpt"), global_step=1234)
-    assert main(["import-magenta", str(tmp_path / "run"), str(tmp_path / "out")]) == 2  # needs --config
+    assert cli("import-magenta", str(tmp_path / "run"), str(tmp_path / "out"))[0] == 2  # needs --config
     result = import_magenta(str(tmp_path / "run"), str(tmp_path / "out"), config="lookback_rnn",
                             hparams="batch_size=64,learning_rate=0.01")
     meta = json.loads((tmp_path / "out" / "bundles" / "v0001" / "bundle.json").read_text())
@@ -273,41 +284,41 @@ def _error_case(case: str, tmp_path) -> list[str]:
     ("unexpected_tensor", "unexpected tensors rnn/multi_rnn_cell/cell_0/input_projection_wrapper/kernel"),
     ("nan", "fully_connected/biases holds NaN"),
 ])
-def test_bad_inputs_fail_with_one_clear_line_and_write_nothing(case, message, tmp_path, capsys):
-    args = _error_case(case, tmp_path)
-    assert main(["import-magenta", *args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+def test_bad_inputs_fail_with_one_clear_line_and_write_nothing(case, message, tmp_path):
+    status, _, stderr = cli("import-magenta", *_error_case(case, tmp_path))
+    assert status == 2
+    err = stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("melodyflow import-magenta: error: ") and message in err[0], err
     assert not os.path.exists(tmp_path / "out") and leftovers(tmp_path) == []
 
 
-def test_hparams_that_contradict_the_checkpoint_and_unknown_configs_are_refused(tmp_path, capsys):
+def test_hparams_that_contradict_the_checkpoint_and_unknown_configs_are_refused(tmp_path):
     mag = write_mag(tmp_path / "m.mag", "basic_rnn", magenta_tensors("basic_rnn"))
-    assert main(["import-magenta", mag, str(tmp_path / "o"), "--hparams", "rnn_layer_sizes=[64,64]"]) == 2
-    assert "contradicts the checkpoint, which has [12, 10]" in capsys.readouterr().err
-    assert main(["import-magenta", mag, str(tmp_path / "o"), "--config", "lookback_rnn"]) == 2
-    assert "holds a basic_rnn model; --config lookback_rnn contradicts it" in capsys.readouterr().err
+    status, _, err = cli("import-magenta", mag, str(tmp_path / "o"), "--hparams", "rnn_layer_sizes=[64,64]")
+    assert status == 2 and "contradicts the checkpoint, which has [12, 10]" in err
+    status, _, err = cli("import-magenta", mag, str(tmp_path / "o"), "--config", "lookback_rnn")
+    assert status == 2 and "holds a basic_rnn model; --config lookback_rnn contradicts it" in err
     custom = write_mag(tmp_path / "c.mag", "my_melodies", magenta_tensors("basic_rnn"))
     assert import_magenta(custom, str(tmp_path / "o"), config="basic_rnn")["config"] == "basic_rnn"
     assert not os.path.exists(tmp_path / "out")
 
 
 @pytest.mark.slow
-def test_cli_import_is_idempotent_refuses_to_overwrite_and_feeds_generate(prefect_harness, tmp_path, capsys):
+def test_cli_import_is_idempotent_refuses_to_overwrite_and_feeds_generate(prefect_harness, tmp_path):
     from melodyflow.flows.generate import generate_melodies
 
     mag = write_mag(tmp_path / "b.mag", "basic_rnn", magenta_tensors("basic_rnn", seed=7))
     out = tmp_path / "imported"
     out.mkdir()  # an empty directory is fine: it is replaced whole
-    assert main(["import-magenta", mag, str(out), "--json"]) == 0
-    first = json.loads(capsys.readouterr().out)
-    assert first["status"] == "imported" and first["self_check_max_abs_prob_diff"] < 1e-5
+    status, stdout, _ = cli("import-magenta", mag, str(out), "--json")
+    first = json.loads(stdout)
+    assert status == 0 and first["status"] == "imported" and first["self_check_max_abs_prob_diff"] < 1e-5
     weights = (out / "bundles" / "v0001" / "model.weights.h5").read_bytes()
-    assert main(["import-magenta", mag, str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "up_to_date"
+    status, stdout, _ = cli("import-magenta", mag, str(out), "--json")
+    assert status == 0 and json.loads(stdout)["status"] == "up_to_date"
     other = write_mag(tmp_path / "other.mag", "basic_rnn", magenta_tensors("basic_rnn", seed=8))
-    assert main(["import-magenta", other, str(out)]) == 2
-    assert "already exists and is not empty" in capsys.readouterr().err
+    status, _, err = cli("import-magenta", other, str(out))
+    assert status == 2 and "already exists and is not empty" in err
     assert (out / "bundles" / "v0001" / "model.weights.h5").read_bytes() == weights
     index = generate_melodies(bundle=str(out), output=str(tmp_path / "gen"), primer_melody=[60, -2, 62, -2],
                               num_outputs=2, num_steps=32)
