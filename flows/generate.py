@@ -170,10 +170,11 @@ def generate_melodies(
              "primers": sorted(entries, key=lambda e: e["id"]),
              "counts": {"primers": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
                         "failed": sum(e["status"] != "ok" for e in entries),
-                        "outputs": sum(len(e["outputs"]) for e in entries)},
-             "gallery": storage.join(output, GALLERY)}
+                        "outputs": sum(len(e["outputs"]) for e in entries)}}
     write_gallery(output, index)
-    storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))  # the marker: last
+    # The marker, last; it names no location of its own, so the same run into another OUT writes the same bytes.
+    storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))
+    index["gallery"] = storage.join(output, GALLERY)
     logger.info("Gallery: %s", index["gallery"])
     _publish(index, output)
     index["index"] = storage.join(output, INDEX)

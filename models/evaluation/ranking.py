@@ -187,5 +187,6 @@ def score_generated(generator, results: Sequence, reference: RankingReference | 
 
     melodies = [np.asarray(list(r.melody), dtype=np.int64) for r in results]
     starts = [r.primer_steps for r in results]
-    lls = mean_log_likelihoods(generator.model, generator.config, melodies, starts)
+    in_model_space = [np.asarray(r.model_events(), dtype=np.int64) for r in results]
+    lls = mean_log_likelihoods(generator.model, generator.config, in_model_space, starts)
     return [score_candidate(m, s, ll, reference, weights) for m, s, ll in zip(melodies, starts, lls)]

@@ -47,9 +47,14 @@ class GenerationOptions:
 
 @dataclass
 class GeneratedMelody:
-    melody: Any  # note_seq.Melody including the primer
+    melody: Any  # note_seq.Melody including the primer, in the primer's key and register
     primer_steps: int
     log_likelihood: float
+    shift: int = 0  # semitones that moved the primer into the model's range and key (undone in ``melody``)
+
+    def model_events(self) -> list[int]:
+        """The events as the model produced them (in its range and key), for scoring under the model."""
+        return [e + self.shift if e >= 0 else e for e in self.melody]
 
 
 class _Stepper:
@@ -167,7 +172,7 @@ class MelodyGenerator:
         group = len(sequences) // options.num_outputs
         for i in range(options.num_outputs):
             idx = i * group + int(np.argmax(scores[i * group:(i + 1) * group]))
-            best.append(GeneratedMelody(sequences[idx], len(primer), float(scores[idx])))
+            best.append(GeneratedMelody(sequences[idx], len(primer), float(scores[idx]), shift))
         for result in best:
             result.melody.transpose(-shift)
         return best
