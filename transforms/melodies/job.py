@@ -2,46 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import math
 import time
-import traceback
 from collections import Counter
-from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from melodyflow.transforms.beam import progress
-
-from melodyflow.transforms.io import storage
-from melodyflow.transforms.melodies.dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset, sequence_examples
 from melodyflow.transforms.beam.runners import RunnerConfig, finish
-from melodyflow.transforms.io.sharded_staging import (STAGING_DIR, WriteJsonLines, count_records, join_writes, shard_index,
-                                       shard_name, split_staged_record, staged_record)
-from melodyflow.transforms.io.tfrecord import encode_records, encode_records_in_pieces, iter_records_from_blocks
 from melodyflow.transforms.beam.work_order import spread
-
-
-
-SEQUENCES_PER_UNIT = 256  # NoteSequences per Beam element: enough work to amortize per-element costs
-
-
-@dataclass(frozen=True)
-class WorkUnit:
-    """Every ``parts``-th record of one input shard, starting at ``part``: a unit of parallel work whose
-    layout depends on the input only (never on the runner), and which covers the shard however many
-    records it turns out to hold."""
-
-    index: int
-    shard_url: str
-    part: int
-    parts: int
+from melodyflow.transforms.io import storage
+from melodyflow.transforms.io.sharded_staging import (STAGING_DIR, WriteJsonLines, count_records, join_writes,
+                                                      shard_name, split_staged_record)
+from melodyflow.transforms.io.tfrecord import encode_records_in_pieces, iter_records_from_blocks
+from melodyflow.transforms.melodies import units as unit_work
+from melodyflow.transforms.melodies.dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset
+from melodyflow.transforms.melodies.guard import UnitGuard
+from melodyflow.transforms.melodies.units import SEQUENCES_PER_UNIT, WorkUnit
+from melodyflow.transforms.sandbox import fork_template
 
 
 def plan_units(plan: DatasetPlan) -> list[WorkUnit]:
-    units = []
+    units: list[WorkUnit] = []
     for batch in plan.batches:
         urls = batch.shard_urls
         per_shard = int(batch.marker.get("sequences", 0)) / max(1, len(urls))
@@ -57,67 +43,41 @@ def shard_count_url(plan: DatasetPlan, split: str, shard: int) -> str:
 
 
 def staging_dir(plan: DatasetPlan, split: str, shard: int) -> str:
-    return storage.join(plan.out_dir, STAGING_DIR, f"{split}-{shard:05d}")
+    return unit_work.staging_dir(plan.out_dir, split, shard)
 
 
 class ExtractMelodyExamplesDoFn(beam.DoFn):
     """One work unit → its examples in staging files (one per split and output shard), and stats.
 
     Examples never travel through Beam: a runner holds at most a unit's examples, whatever the corpus
-    size.  Stats are small: ``(split, (counters, histogram))`` pairs and failure records (dicts).
+    size.  Stats are small: ``(split, (counters, histogram))`` pairs and failure records (dicts).  The
+    unit runs under the per-sequence limits of :class:`~melodyflow.transforms.melodies.guard.UnitGuard`.
     """
 
-    def __init__(self, plan: DatasetPlan):
-        self._plan = plan
-        self._settings = plan.settings
+    def __init__(self, plan: DatasetPlan, template: str | None = None):
+        """``template``: the address of the job's fork template when workers share the driver's machine."""
+        self._job = unit_work.unit_job(plan.settings, plan.out_dir, {s: plan.num_shards(s) for s in SPLITS})
         self._progress_dir = storage.join(plan.out_dir, progress.PROGRESS_DIR)
-        self._num_shards = {split: plan.num_shards(split) for split in SPLITS}
+        self._template = template
+        self._guard: UnitGuard | None = None
 
     def setup(self):
-        from melodyflow.transforms.melodies import extraction_compiled
+        self._guard = UnitGuard(self._job, self._template)
 
-        extraction_compiled.warm_up()
+    def teardown(self):
+        if self._guard is not None:
+            self._guard.close()
 
     def process(self, unit: WorkUnit):
-        staged: dict[tuple[str, int], list[bytes]] = {}
-        sums = {split: (Counter(), Counter()) for split in SPLITS}
-        done = 0
-        for serialized in iter_records_from_blocks(storage.iter_blocks(unit.shard_url), source=unit.shard_url,
-                                                   start=unit.part, step=unit.parts):
-            done += 1
-            try:
-                split, examples, stats, histogram = sequence_examples(serialized, self._settings)
-            except Exception as exc:  # noqa: BLE001 - one bad sequence must not stop the build
-                yield self._failure(serialized, exc)
-                sums["train"][0].update({"sequences_read": 1, "sequences_failed": 1})
-                continue
-            Metrics.counter("dataset", "examples").inc(len(examples))
-            for key, record in examples:
-                shard = shard_index(key, self._num_shards[split])
-                staged.setdefault((split, shard), []).append(staged_record(key, record))
-            sums[split][0].update(stats)
-            sums[split][1].update(histogram)
-        for (split, shard), items in staged.items():
-            url = storage.join(staging_dir(self._plan, split, shard), f"unit-{unit.index:06d}.tfrecord")
-            items.sort()  # keys first: sorted staged records let the shard writer merge without holding them
-            storage.write_bytes(url, encode_records(items), durable=False)
-        for split, (counters, histogram) in sums.items():
-            if counters:
-                yield split, (dict(counters), dict(histogram))
-        progress.report(self._progress_dir, done)
-
-    @staticmethod
-    def _failure(serialized: bytes, exc: Exception) -> dict:
-        from note_seq import NoteSequence
-
-        try:
-            seq_id = NoteSequence.FromString(serialized).id
-        except Exception:  # noqa: BLE001
-            seq_id = "<unparseable>"
-        Metrics.counter("dataset", "sequences_failed").inc()
-        return {"kind": "failure", "split": "train", "id": seq_id,
-                "error": storage.redact(f"{type(exc).__name__}: {exc}"),
-                "traceback": storage.redact(traceback.format_exc(limit=5))}
+        assert self._guard is not None
+        result = self._guard.run(unit)
+        Metrics.counter("dataset", "examples").inc(result.examples)
+        for failure in result.failures:
+            Metrics.counter("dataset", f"dead_letters_{failure['reason']}").inc()
+            yield failure
+        for split, (counters, histogram) in result.sums.items():
+            yield split, (dict(counters), dict(histogram))
+        progress.report(self._progress_dir, result.sequences)
 
 
 class WriteShardFromStagingDoFn(beam.DoFn):
@@ -168,12 +128,14 @@ def _partial_records(split_and_sums):
     yield {"kind": "histogram", "split": split, "values": histogram, "order": f"{split}-1"}
 
 
-def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
-    """Units → staged examples + stats; then each output shard from its staging files (after all units)."""
+def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan, template: str | None = None) -> None:
+    """Units → staged examples + stats; then each output shard from its staging files (after all units).
+
+    ``template``: the address of the job's fork template (see :func:`extraction_template_for`)."""
     stats = (
         pipeline
         | "ListWorkUnits" >> beam.Create(spread(plan_units(plan), seed=plan.fingerprint))
-        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan))
+        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan, template))
     )
     shards = (
         pipeline
@@ -189,7 +151,7 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
         | "PartialRecords" >> beam.FlatMap(_partial_records)
     )
     partial = (
-        (summed, failures | "FailureOrder" >> beam.Map(lambda r: {**r, "order": f"z-{r['id']}"}))
+        (summed, failures | "FailureOrder" >> beam.Map(lambda r: {**r, "order": f"z-{r['id']}\t{r['reason']}"}))
         | "AllStats" >> beam.Flatten()
         | "WritePartialStats" >> WriteJsonLines(storage.join(plan.out_dir, PARTIAL_STATS), "order")
     )
@@ -199,6 +161,15 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
 def _read_count(url: str) -> tuple[str, int]:
     written = json.loads(storage.read_text(url))
     return written["url"], written["records"]
+
+
+def extraction_template_for(plan: DatasetPlan, runner: RunnerConfig):
+    """One fork template for every worker's extraction child when the workers run on this machine and
+    a time limit is set (see :mod:`melodyflow.transforms.sandbox.fork_template`); started at once, since
+    every unit needs a child."""
+    if not (plan.settings.sequence_timeout_s and runner.workers_on_this_machine and fork_template.SUPPORTED):
+        return contextlib.nullcontext(None)
+    return fork_template.ParserTemplate([unit_work.prepare_child], start_now=True)
 
 
 def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=lambda done, total: None) -> dict:
@@ -212,10 +183,11 @@ def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=la
     storage.remove_tree(plan.out_dir)
     storage.make_dirs(plan.out_dir)
     pipeline = beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options())
-    build_dataset_pipeline(pipeline, plan)
-    with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
-                                  on_progress):
-        finish(pipeline.run())
+    with extraction_template_for(plan, runner) as template:
+        build_dataset_pipeline(pipeline, plan, template.address if template else None)
+        with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
+                                      on_progress):
+            finish(pipeline.run())
     shard_counts = {split: dict(_read_count(shard_count_url(plan, split, k)) for k in range(plan.num_shards(split)))
                     for split in SPLITS}
     storage.remove_tree(storage.join(plan.out_dir, STAGING_DIR))

@@ -18,9 +18,10 @@ connection (a ``SOCK_SEQPACKET`` socket, one message per request):
 
 Nothing outlives its owner: the template exits when the driver closes (or loses) the lifeline pipe, and
 each child is killed by the kernel if the template dies (``PR_SET_PDEATHSIG``).  Anything that goes
-wrong on the client's side raises :class:`TemplateUnavailable`, and :class:`~melodyflow.transforms.sandbox.isolated_worker.
-IsolatedWorker` falls back to starting its own interpreter.  Linux only (``SOCK_SEQPACKET``, fd passing,
-``prctl``); elsewhere every worker starts its own parser, as before.
+wrong on the client's side raises :class:`TemplateUnavailable`, and
+:class:`~melodyflow.transforms.sandbox.isolated_worker.IsolatedWorker` falls back to starting its own
+interpreter.  Linux only (``SOCK_SEQPACKET``, fd passing, ``prctl``); elsewhere every worker starts its
+own parser, as before.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class ParserTemplate:
 
     def _activate_on_first_request(self) -> None:
         assert self._listener is not None and self._stop_r is not None
-        ready, _, _ = select.select([self._listener, self._stop_r], [], [])
+        waited: list[socket.socket | int] = [self._listener, self._stop_r]
+        ready, _, _ = select.select(waited, [], [])
         if self._listener in ready:
             self._spawn()
 
@@ -129,8 +131,8 @@ class ParserTemplate:
             listen_fd = self._listener.fileno()
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "melodyflow.transforms.sandbox.fork_template", str(listen_fd), str(lifeline_r),
-                     *self._prepare],
+                    [sys.executable, "-m", "melodyflow.transforms.sandbox.fork_template", str(listen_fd),
+                     str(lifeline_r), *self._prepare],
                     pass_fds=(listen_fd, lifeline_r), env=child_interpreter_env(), stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL)
             except OSError:  # e.g. out of processes: workers are refused and start their own parsers
@@ -316,7 +318,7 @@ class _Template:
                 ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() == template_pid:  # else the template died before prctl took hold
                     for fileobj in [key.fileobj for key in self._selector.get_map().values()]:
-                        os.close(fileobj if isinstance(fileobj, int) else fileobj.detach())
+                        os.close(fileobj if isinstance(fileobj, int) else fileobj.detach())  # type: ignore[attr-defined]
                     self._selector.close()
                     os.close(self._wake_w)
                     parent_end.close()
