@@ -38,6 +38,28 @@ def _add_runner_args(parser: argparse.ArgumentParser) -> None:
                              "project=..., region=..., temp_location=gs://... (dataflow)")
 
 
+def _seconds_or_zero(text: str) -> float:
+    """``--sequence-timeout``: seconds >= 0 (0 turns the limit off)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: no limit), got {text!r}")
+    return value
+
+
+def _megabytes(text: str) -> int:
+    """``--memory-limit-mb``: a whole number of MB, at least 256."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 256:
+        raise argparse.ArgumentTypeError(f"expected a whole number of MB >= 256, got {text!r}")
+    return value
+
+
 def _add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the result on stdout (logs stay on stderr)")
@@ -116,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "simultaneous note starts (Magenta discards them)")
     dataset.add_argument("--force", action="store_true",
                          help="rebuild even if a completed dataset exists for the same inputs and settings")
+    dataset.add_argument("--sequence-timeout", type=_seconds_or_zero, default=None, metavar="SECONDS",
+                         help="give up on a NoteSequence whose melody extraction takes longer; it is "
+                              "dead-lettered (reason timeout) and the build goes on (default: 60; 0: no "
+                              "limit, extract in the worker process)")
+    dataset.add_argument("--memory-limit-mb", type=_megabytes, default=None, metavar="MB",
+                         help="address-space cap of the extraction process (out_of_memory) (default: 4096)")
     _add_runner_args(dataset)
     _add_json_arg(dataset)
 
@@ -304,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                 data_root=args.data_root, config=args.config, eval_ratio=args.eval_ratio,
                 transpose_range=args.transpose_range, format=args.format,
                 keep_polyphonic_tracks=args.keep_polyphonic_tracks, workers=args.workers,
-                runner=args.runner, runner_options=runner_options, force=args.force)
+                runner=args.runner, runner_options=runner_options, force=args.force,
+                sequence_timeout_s=args.sequence_timeout, memory_limit_mb=args.memory_limit_mb)
             _emit(args, result, _print_dataset)
             return 0
         if args.command == "train":

@@ -77,17 +77,23 @@ def build_melody_dataset(
     runner: str = "direct",
     runner_options: dict[str, str] | None = None,
     force: bool = False,
+    sequence_timeout_s: float | None = None,
+    memory_limit_mb: int | None = None,
 ) -> dict:
     """Build ``DATA_ROOT/melodies/<config>`` from every completed ingestion batch.
 
     Skips the build when a completed dataset already exists for the same batches and settings.
+    ``sequence_timeout_s`` / ``memory_limit_mb``: limits per NoteSequence (``None``: the defaults of
+    :class:`DatasetSettings`).
     """
     melody_config = get_config(config)
+    limits = {name: value for name, value in (("sequence_timeout_s", sequence_timeout_s),
+                                              ("memory_limit_mb", memory_limit_mb)) if value is not None}
     settings = DatasetSettings(
         config=melody_config, eval_ratio=eval_ratio, format=format,
         melody=MelodySettings(transpositions=parse_transpose_range(transpose_range),
                               ignore_polyphonic_notes=keep_polyphonic_tracks,
-                              steps_per_quarter=melody_config.steps_per_quarter))
+                              steps_per_quarter=melody_config.steps_per_quarter), **limits)
     runner_config = RunnerConfig(runner=runner, workers=workers or default_workers(),
                                  options=dict(runner_options or {}))
     plan = plan_task(data_root, settings)
