@@ -20,11 +20,54 @@ STORAGE_EMULATOR_HOST to use a GCS emulator for gs:// URLs.
 """
 
 
+class _NoTracebackForStorageFailures(logging.Filter):
+    """A storage failure is expected (the store is down) and reported once, in one line, by ``main``:
+    Prefect's run loggers keep their line but lose the traceback, and the Beam workers' reports of it
+    (forwarded to the driver's job service, tracebacks inside the text) are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from melodyflow.transforms.io.storage import StorageError
+
+        failure = bool(record.exc_info) and isinstance(record.exc_info[1], StorageError)  # type: ignore[index]
+        if record.name.startswith("apache_beam"):
+            return not (failure or "StorageError: " in record.getMessage())
+        if failure:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+# Loggers that report a failed run or bundle: Prefect's run loggers, and Beam's (in-process runner, its
+# SDK harness, and the job service that forwards multi-processing workers' logs).
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "apache_beam.runners.common",
+                "apache_beam.runners.worker.sdk_worker", "apache_beam.runners.worker.bundle_processor",
+                "apache_beam.runners.portability.local_job_service")
+
+
 def _quiet_third_party_noise() -> None:
     # pretty_midi warns about every file with meta events on non-zero tracks; pydub about ffmpeg.
     warnings.filterwarnings("ignore", module="pretty_midi")
     warnings.filterwarnings("ignore", module="pydub")
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    for name in _RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_NoTracebackForStorageFailures())
+
+
+# Arguments that name storage locations, checked for a reachable store before any flow starts.
+_STORAGE_ARGS = ("source", "data_root", "run_dir", "output", "bundle")
+
+
+def _check_storage_reachable(args: argparse.Namespace) -> None:
+    """Fail fast, in one line and before Prefect starts, when a remote store is unreachable: one cheap
+    call per remote location, retried within the storage deadline (``--storage-deadline``)."""
+    from melodyflow.transforms.io import storage
+
+    for name in _STORAGE_ARGS:
+        url = getattr(args, name, None)
+        if isinstance(url, str) and storage.protocol_of(url) not in ("file", "memory"):
+            try:
+                storage.probe(url)
+            except PermissionError as exc:
+                raise storage.StorageError(f"checking {url}: access denied: {exc}") from None
 
 
 def _add_runner_args(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="melodyflow",
         description="MIDI corpora → NoteSequences → melody datasets → trained melody RNNs → music.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--storage-deadline", type=_seconds_or_zero, default=None, metavar="SECONDS",
+                        help="give up on a failing storage call this long after its first attempt (default: "
+                             "30, or MELODYFLOW_STORAGE_DEADLINE_S; 0: no retries)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the whole pipeline (default: on the built-in demo corpus)",
@@ -297,6 +343,8 @@ def _emit(args: argparse.Namespace, result: dict, printer) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.storage_deadline is not None:  # the environment reaches every worker process
+        os.environ["MELODYFLOW_STORAGE_DEADLINE_S"] = repr(args.storage_deadline)
     _quiet_third_party_noise()
     from melodyflow.models.bundles.bundle import BundleError
     from melodyflow.transforms.melodies.dataset import IncompleteDatasetError, NoInputError
@@ -304,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     from melodyflow.transforms.io.storage import StorageError, redact
 
     try:
+        _check_storage_reachable(args)
         if args.command == "demo-corpus":
             from melodyflow.transforms.ingest.demo_corpus import build_demo_corpus, default_cache_dir
 

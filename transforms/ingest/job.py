@@ -27,7 +27,7 @@ from melodyflow.transforms.ingest.files import (FIRST_COPIES, FirstCopies, expec
                                      mark_duplicates, merge_first_copies, process_files)
 from melodyflow.transforms.ingest.records import FileEntry, FileOutcome, FileStatus
 from melodyflow.transforms.sandbox.isolated_worker import IsolatedWorker
-from melodyflow.transforms.beam.runners import RunnerConfig, finish
+from melodyflow.transforms.beam.runners import RunnerConfig, run
 from melodyflow.transforms.io.sharded_staging import STAGING_DIR, count_records, shard_name
 from melodyflow.transforms.io.tfrecord import encode_record, encode_records, iter_records_from_blocks
 from melodyflow.transforms.beam.work_order import spread
@@ -361,7 +361,7 @@ def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig,
         build_ingest_pipeline(pipeline, plan, template.address if template else None)
         with progress.ProgressWatcher(storage.join(plan.batch_dir, progress.PROGRESS_DIR), len(plan.files),
                                       on_progress):
-            finish(pipeline.run())
+            run(pipeline)
     _publish_manifest(plan)
     reports = [json.loads(storage.read_text(shard_report_url(plan.batch_dir, k))) for k in range(plan.num_shards)]
     dead_letter_parts = [dead_letters_part_url(plan.batch_dir, k) for k in range(plan.num_shards)]

@@ -13,7 +13,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from melodyflow.transforms.beam import progress
-from melodyflow.transforms.beam.runners import RunnerConfig, finish
+from melodyflow.transforms.beam.runners import RunnerConfig, run
 from melodyflow.transforms.beam.work_order import spread
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.io.sharded_staging import (STAGING_DIR, WriteJsonLines, count_records, join_writes,
@@ -187,7 +187,7 @@ def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=la
         build_dataset_pipeline(pipeline, plan, template.address if template else None)
         with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
                                       on_progress):
-            finish(pipeline.run())
+            run(pipeline)
     shard_counts = {split: dict(_read_count(shard_count_url(plan, split, k)) for k in range(plan.num_shards(split)))
                     for split in SPLITS}
     storage.remove_tree(storage.join(plan.out_dir, STAGING_DIR))
