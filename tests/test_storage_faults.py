@@ -217,7 +217,11 @@ def test_an_endpoint_dying_mid_run_fails_the_cli_in_one_line_without_tracebacks(
     env = {**os.environ, "STORAGE_EMULATOR_HOST": disk_emulator.url}
     job = subprocess.Popen([*CLI, "ingest", f"{bucket}/corpus", f"{bucket}/outage", "--workers", str(workers)],
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _wait_for_object(fs, f"{disk_emulator.bucket}/outage/notesequences/", staging=True)
+    try:
+        _wait_for_object(fs, f"{disk_emulator.bucket}/outage/notesequences/", staging=True)
+    except AssertionError:
+        job.kill()
+        raise AssertionError(f"the ingest staged nothing; its stderr: {job.communicate()[1][-3000:]}") from None
     disk_emulator.stop()
     stopped = time.monotonic()
     _, stderr = job.communicate(timeout=300)
