@@ -93,6 +93,28 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seconds_or_zero(text: str) -> float:
+    """Seconds >= 0, where 0 turns a limit off (``--sequence-timeout``, ``--storage-deadline``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: no limit), got {text!r}")
+    return value
+
+
+def megabytes(text: str) -> int:
+    """A whole number of MB, at least 256 (``--memory-limit-mb``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 256:
+        raise argparse.ArgumentTypeError(f"expected a whole number of MB >= 256, got {text!r}")
+    return value
+
+
 def config_names() -> tuple[str, ...]:
     from melodyflow.transforms.melodies.configs import CONFIG_NAMES  # light: note-seq loads only to encode
 
@@ -165,8 +187,17 @@ def add_runner_args(parser: argparse.ArgumentParser) -> None:
                              "project=..., region=..., temp_location=gs://... (dataflow)")
 
 
+def add_storage_deadline_arg(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """``--storage-deadline``, before the subcommand or among its flags (there ``default`` is
+    ``argparse.SUPPRESS``, so that leaving it out keeps a value given before the subcommand)."""
+    parser.add_argument("--storage-deadline", type=seconds_or_zero, default=default, metavar="SECONDS",
+                        help="give up on a failing storage call this long after its first attempt (default: "
+                             "30, or MELODYFLOW_STORAGE_DEADLINE_S; 0: no retries)")
+
+
 def add_output_args(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand has."""
+    add_storage_deadline_arg(parser, default=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the result on stdout (logs stay on stderr)")
     parser.add_argument("--debug", action="store_true",
