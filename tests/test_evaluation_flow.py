@@ -17,7 +17,6 @@ from melodyflow.models.evaluation.features import ALL_FEATURES
 from melodyflow.models.hparams import debug_hparams
 from melodyflow.models.training.loop import TrainSettings, train
 
-pytestmark = pytest.mark.slow
 
 
 def _midi(events) -> bytes:
@@ -60,6 +59,7 @@ def _artifacts(flow_run_id) -> dict:
     return {a.key: a for a in found}
 
 
+@pytest.mark.slow
 def test_cli_evaluates_a_bundle_into_one_json_object_and_a_report(prefect_harness, trained, tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["evaluate", trained["data"], "--bundle", trained["run"], "--num-samples", "6", "--seed", "3",
@@ -83,6 +83,7 @@ def test_cli_evaluates_a_bundle_into_one_json_object_and_a_report(prefect_harnes
     assert all(m["start_step"] == 16 for m in saved["melodies"])  # the primer bar is not judged
 
 
+@pytest.mark.slow
 def test_judging_separates_real_random_and_copied_melodies(prefect_harness, trained, tmp_path):
     corpus = load_corpus(dataset_url(trained["data"], "basic_rnn"))
     sets = {
@@ -110,6 +111,7 @@ def test_judging_separates_real_random_and_copied_melodies(prefect_harness, trai
     assert "data:image/png;base64," in artifacts["evaluation-charts-basic-rnn"].data  # pictures the UI can show
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_invocations(trained, tmp_path, capsys):
     assert main(["evaluate", trained["data"]]) == 2
     assert "--bundle" in capsys.readouterr().err
@@ -125,6 +127,7 @@ def test_cli_refuses_bad_invocations(trained, tmp_path, capsys):
     assert "--keep-best" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_keep_best_leaves_the_best_k_ranked_and_is_deterministic(prefect_harness, trained, tmp_path):
     from melodyflow.flows.generate import generate_melodies
 
@@ -146,6 +149,7 @@ def test_keep_best_leaves_the_best_k_ranked_and_is_deterministic(prefect_harness
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_primer_whose_candidates_all_fail_says_why(trained, tmp_path):
     from melodyflow.models.evaluation.ranking import CandidateScore
     from melodyflow.models.generation.outputs import generate_for_primer

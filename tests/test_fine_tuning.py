@@ -19,7 +19,6 @@ from melodyflow.models.hparams import debug_hparams
 from melodyflow.models.training.fine_tune import FineTuneError, fine_tune_hparams, open_parent
 from melodyflow.models.training.loop import TrainSettings, train
 
-pytestmark = pytest.mark.slow
 
 
 def _settings(config="basic_rnn", steps=1, **kw):
@@ -41,6 +40,7 @@ def parent(data_root, tmp_path_factory):
     return train(data_root, run, _settings(steps=60), debug_hparams("basic_rnn"))
 
 
+@pytest.mark.slow
 def test_one_step_from_the_parent_keeps_its_held_out_loss(data_root, parent, tmp_path):
     child = train(data_root, str(tmp_path / "child"), _settings(init_from=parent.bundle), debug_hparams("basic_rnn"))
     fresh = train(data_root, str(tmp_path / "fresh"), _settings(), debug_hparams("basic_rnn"))
@@ -67,6 +67,7 @@ def test_one_step_from_the_parent_keeps_its_held_out_loss(data_root, parent, tmp
         parent.bundle, child.bundle]
 
 
+@pytest.mark.slow
 def test_the_new_run_starts_from_exactly_the_parents_weights(data_root, parent, tmp_path):
     ticks = iter([0.0])  # the clock starts, then jumps past the budget: the bundle holds the starting weights
     settings = TrainSettings(config="basic_rnn", num_training_steps=None, time_budget_s=1, init_from=parent.run_dir)
@@ -80,6 +81,7 @@ def test_the_new_run_starts_from_exactly_the_parents_weights(data_root, parent, 
     assert child.eval_metrics["loss"] == pytest.approx(parent.eval_metrics["loss"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_non_architectural_overrides_apply_and_architecture_changes_are_refused(parent):
     p = open_parent(parent.run_dir)
     hp = fine_tune_hparams(p, '{"learning_rate": 0.0001, "batch_size": 4, "dropout_keep_prob": 0.8}')
@@ -92,6 +94,7 @@ def test_non_architectural_overrides_apply_and_architecture_changes_are_refused(
         fine_tune_hparams(p, "num_layers=3")
 
 
+@pytest.mark.slow
 def test_refuses_another_config_encoding_architecture_or_its_own_run(data_root, parent, tmp_path):
     with pytest.raises(FineTuneError, match="is a basic_rnn bundle, not music_transformer"):
         train(data_root, str(tmp_path / "a"), _settings("music_transformer", init_from=parent.bundle),
@@ -112,6 +115,7 @@ def test_refuses_another_config_encoding_architecture_or_its_own_run(data_root, 
               debug_hparams("basic_rnn"))
 
 
+@pytest.mark.slow
 def test_music_transformer_fine_tunes_with_its_own_architecture(data_root, tmp_path):
     first = train(data_root, str(tmp_path / "mt"), _settings("music_transformer", steps=4),
                   debug_hparams("music_transformer"))
@@ -123,6 +127,7 @@ def test_music_transformer_fine_tunes_with_its_own_architecture(data_root, tmp_p
         fine_tune_hparams(open_parent(first.bundle), "d_model=32")
 
 
+@pytest.mark.slow
 def test_cli_and_flow_show_the_parent(prefect_harness, data_root, parent, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -153,6 +158,7 @@ def test_cli_and_flow_show_the_parent(prefect_harness, data_root, parent, tmp_pa
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
+@pytest.mark.slow
 def test_pipeline_fine_tunes_a_bundle_and_honours_a_time_budget(prefect_harness, tmp_path):
     from melodyflow.flows.cli import build_parser
     from melodyflow.flows.pipeline import melody_pipeline

@@ -16,7 +16,6 @@ import pytest
 import midi_factory
 from support import free_port, write_corpus
 
-pytestmark = pytest.mark.slow
 
 WORKER = """
 import json, sys
@@ -71,6 +70,7 @@ def _cluster() -> list[str]:
     return [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
 
 
+@pytest.mark.slow
 def test_two_workers_train_one_model_and_only_the_chief_writes(data_root, tmp_path):
     run_dir = str(tmp_path / "run")
     cluster = _cluster()
@@ -84,6 +84,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes(data_root, tmp_pa
     assert _scratch_dirs() <= scratch_before  # the worker's scratch checkpoints are gone
 
 
+@pytest.mark.slow
 def test_killing_a_worker_then_restarting_both_resumes_from_the_last_checkpoint(data_root, tmp_path):
     run_dir = str(tmp_path / "run")
     checkpoints = os.path.join(run_dir, "checkpoints")

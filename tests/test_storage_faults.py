@@ -18,7 +18,6 @@ import midi_factory
 from support import emulator_command, free_port, snapshot, wait_for_port
 from fault_proxy import FaultProxy
 
-pytestmark = pytest.mark.slow
 JOB = [sys.executable, crash_jobs.__file__]
 FAULT_SEEDS = [int(s) for s in os.environ.get("MELODYFLOW_FAULT_SEEDS", "7").split(",")]
 
@@ -76,6 +75,7 @@ def run_jobs(endpoint: str, *jobs: list[str], env: dict | None = None, timeout: 
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", FAULT_SEEDS)
 def test_flaky_store_through_a_fault_proxy_gives_the_clean_result(gcs_emulator, gcs_bucket, seed):
     fs = gcs(gcs_emulator)
@@ -112,6 +112,7 @@ def _wait_for_object(fs, prefix: str, timeout: float = 120, staging: bool = Fals
     raise AssertionError(f"nothing appeared under {prefix}")
 
 
+@pytest.mark.slow
 def test_emulator_stopped_mid_write_and_restarted_the_run_completes_exactly(disk_emulator):
     fs = gcs(disk_emulator.url)
     bucket = f"gs://{disk_emulator.bucket}"
@@ -131,6 +132,7 @@ def test_emulator_stopped_mid_write_and_restarted_the_run_completes_exactly(disk
     assert snapshot(f"{bucket}/outage", fs=fs) == snapshot(f"{bucket}/clean", fs=fs)
 
 
+@pytest.mark.slow
 def test_emulator_gone_for_good_fails_naming_the_url_and_publishes_nothing(disk_emulator):
     fs = gcs(disk_emulator.url)
     bucket = f"gs://{disk_emulator.bucket}"
@@ -170,6 +172,7 @@ def _one_line(stderr: str) -> str:
     return [line for line in stderr.splitlines() if line.startswith("melodyflow ")][-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("endpoint", ["refusing", "silent"])
 def test_a_dead_endpoint_fails_within_the_deadline_in_one_line(tmp_path, endpoint):
     """Nothing listens (connections refused), or a listener accepts and never answers: either way the
@@ -198,6 +201,7 @@ def test_a_dead_endpoint_fails_within_the_deadline_in_one_line(tmp_path, endpoin
     assert elapsed < 30, f"took {elapsed:.1f} s"
 
 
+@pytest.mark.slow
 def test_the_deadline_is_configurable_and_zero_means_one_attempt(tmp_path):
     env = {**os.environ, "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{free_port()}"}
     proc = subprocess.run([*CLI, "--storage-deadline", "0", "dataset", "gs://data-bucket/out"], env=env,
@@ -206,6 +210,7 @@ def test_the_deadline_is_configurable_and_zero_means_one_attempt(tmp_path):
     assert "listing gs://data-bucket/out failed after 1 attempt in" in _one_line(proc.stderr), proc.stderr
 
 
+@pytest.mark.slow
 def test_an_endpoint_dying_mid_run_fails_the_cli_in_one_line_without_tracebacks(disk_emulator):
     """With one worker (Beam runs the job in the CLI's process).  Beam's multi-processing workers print a
     failed bundle's traceback to their stderr themselves (a print, not a log record): see
