@@ -349,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     from melodyflow.models.bundles.bundle import BundleError
     from melodyflow.transforms.melodies.dataset import IncompleteDatasetError, NoInputError
     from melodyflow.transforms.beam.runners import RunnerConfigError
+    from melodyflow.transforms.beam.worker_deaths import WorkerDied
     from melodyflow.transforms.io.storage import StorageError, redact
 
     try:
@@ -437,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except StorageError as exc:
         print(f"melodyflow {args.command}: storage failure, nothing was published: {exc}", file=sys.stderr)
+        return 1
+    except WorkerDied as exc:
+        print(f"melodyflow {args.command}: {exc}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command}")
     return 2
