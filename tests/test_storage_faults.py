@@ -234,3 +234,31 @@ def test_an_endpoint_dying_mid_run_fails_the_cli_in_one_line_without_tracebacks(
     line = _one_line(stderr)
     assert "storage failure, nothing was published:" in line and f"{bucket}/outage/" in line, stderr[-3000:]
     assert time.monotonic() - stopped < 60  # the deadline, plus a worker's own shutdown
+
+
+def test_retries_are_melodyflows_alone_and_bounded_by_the_deadline(gcs_emulator, gcs_bucket, monkeypatch, caplog):
+    """Every request answered 503: gcsfs makes one attempt per call (not six), melodyflow retries within
+    the 30 s deadline, and no traceback reaches the logs."""
+    import logging
+
+    from melodyflow.transforms.io import storage
+
+    host, port = gcs_emulator.split("://", 1)[1].split(":")
+    proxy = FaultProxy((host, int(port)), error=1.0)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
+    monkeypatch.delenv("MELODYFLOW_STORAGE_DEADLINE_S", raising=False)
+    monkeypatch.delenv("MELODYFLOW_STORAGE_RETRIES", raising=False)
+    caplog.set_level(logging.DEBUG)
+    started = time.monotonic()
+    try:
+        with pytest.raises(storage.StorageError) as failure:
+            storage.read_bytes(f"{gcs_bucket}/any/object")
+    finally:
+        proxy.close()
+    elapsed = time.monotonic() - started
+    # Backoff 0.5, 1, 2, 4, 8 s: the sixth retry could not end within 30 s (16 s of backoff plus 10 s
+    # for an attempt), so the call gives up after six attempts, about 15.5 s in.
+    assert proxy.counts["errors"] == 6 and 15 < elapsed < 30, (dict(proxy.counts), elapsed)
+    message = str(failure.value)
+    assert "\n" not in message and message.startswith(f"reading {gcs_bucket}/any/object failed after 6 attempts")
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith("gcsfs")]

@@ -86,7 +86,9 @@ def exit_status(exc: BaseException) -> int | None:
     from melodyflow.flows.local_server import ServerStartError
     from melodyflow.transforms.io.storage import StorageError
 
-    if isinstance(exc, (StorageError, ServerStartError)):
+    from melodyflow.transforms.beam.worker_deaths import WorkerDied
+
+    if isinstance(exc, (StorageError, ServerStartError, WorkerDied)):
         return 1
     if isinstance(exc, (UsageError, ValueError, FileNotFoundError)):
         return 2
