@@ -79,8 +79,10 @@ def test_in_process_jobs_import_no_beam(tmp_path):
     done = subprocess.run([sys.executable, "-c", NO_BEAM_SCRIPT, str(corpus), str(tmp_path / "data")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    modules, counts, generated_proto = json.loads(done.stdout.strip().splitlines()[-1])
-    assert modules == [] and generated_proto  # of note-seq, only its generated proto module
+    modules, counts, _generated_proto = json.loads(done.stdout.strip().splitlines()[-1])
+    # None of the heavy packages in the driver; sequences are read (with note-seq's generated proto module
+    # only) in the extraction child that enforces the per-sequence limits.
+    assert modules == []
     assert counts["train"] + counts["eval"] > 0
 
 
