@@ -366,11 +366,22 @@ def list_dir(url: str) -> list[str]:
 
 
 def remove_tree(url: str) -> None:
+    """Remove ``url`` and everything under it.  On an object store each object is removed (and retried) on
+    its own: one recursive call makes a request per object, and a single faulty request among hundreds
+    would otherwise fail (and repeat) the whole call."""
     fs = filesystem(url)
     fs.invalidate_cache()
     try:
-        if retrying("checking", url, lambda: fs.exists(url)):
+        if not retrying("checking", url, lambda: fs.exists(url)):
+            return
+        if protocol_of(url) == "file":
             retrying("removing", url, lambda: fs.rm(url, recursive=True))
+        else:
+            for path in retrying("listing", url, lambda: fs.find(url)):
+                try:
+                    retrying("removing", path, functools.partial(fs.rm_file, path))
+                except FileNotFoundError:
+                    pass  # an earlier attempt removed it before its answer was lost
     except FileNotFoundError:
         pass
     fs.invalidate_cache()
