@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import cast
 
 
 def artifact_key(*parts: str) -> str:
@@ -76,10 +77,12 @@ def loss_curve_png(history: list[dict], title: str) -> bytes:
 
 
 def progress_reporter(logger, key: str, what: str, unit: str):
-    """A Beam-job progress callback: a Prefect progress artifact plus a log line per change."""
+    """A job's progress callback: a Prefect progress artifact plus a log line per change."""
+    from uuid import UUID
+
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-    artifact_id = create_progress_artifact(progress=0.0, key=key, description=what)
+    artifact_id = cast(UUID, create_progress_artifact(progress=0.0, key=key, description=what))  # sync: a value
 
     def report(done: int, total: int) -> None:
         update_progress_artifact(artifact_id, progress=100.0 * done / max(total, 1))
