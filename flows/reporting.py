@@ -121,7 +121,7 @@ def loss_curve_png(history: list[dict], title: str) -> bytes:
 
 
 def progress_reporter(logger, key: str, what: str, unit: str):
-    """A Beam-job progress callback: a Prefect progress artifact plus a log line per change."""
+    """A job's progress callback: a Prefect progress artifact plus a log line per change."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     artifact_id = cast(UUID, create_progress_artifact(progress=0.0, key=key, description=what))  # sync call

@@ -117,10 +117,10 @@ def test_sizing_runs_small_jobs_in_process_and_large_ones_on_every_cpu():
     assert sizing.plan_execution(2, "direct", small, sizing.INGEST, cpus=2).workers == 2  # as asked
     assert sizing.plan_execution(None, "dask", small, sizing.INGEST, cpus=8) == sizing.Execution(
         8, False, "the number of CPUs")
-    # The break-even: two workers pay 2.7 s more to start and run 1.76x as fast; with the margin of 1.5,
-    # a job needs about 9.4 s of single-worker work before they are chosen.
-    assert sizing.INGEST.workers_for(9.0, 2) == 1 and sizing.INGEST.workers_for(10.0, 2) == 2
-    assert sizing.DATASET.workers_for(13.0, 2) == 1 and sizing.DATASET.workers_for(14.5, 2) == 2
+    # The break-even: two workers pay 2.7 s more to start and run 1.76x as fast; with the margin of 3, a job
+    # needs about 18.8 s of single-worker work before they are chosen (26.3 s for a dataset build).
+    assert sizing.INGEST.workers_for(18.5, 2) == 1 and sizing.INGEST.workers_for(19.0, 2) == 2
+    assert sizing.DATASET.workers_for(26.0, 2) == 1 and sizing.DATASET.workers_for(26.5, 2) == 2
 
 
 def test_encoding_sizes_match_note_seqs_encoders():
