@@ -89,7 +89,7 @@ def _add_run_parser(sub) -> None:
                           "the --init-from bundle's)")
     run.add_argument("--num-training-steps", type=int, default=300, metavar="N",
                      help="training steps of the small demo model (2x64 LSTM, batch 32; music_transformer: "
-                          "2 layers of 64, batch 16; default: 300)")
+                          "its defaults, 2 layers of 128, batch 8; default: 300)")
     _add_training_limit_args(run)
     run.add_argument("--primers", default=None, metavar="GLOB_OR_URL",
                      help="primer MIDI files for the generation stage (default: two-bar excerpts of the "

@@ -21,7 +21,7 @@ from melodyflow.transforms.ingest.demo_corpus import build_demo_corpus, default_
 DEFAULT_DATA_ROOT = "melodyflow-data"
 # Small enough to train in about a minute on two CPU cores, big enough to learn something.
 DEFAULT_HPARAMS = '{"batch_size": 32, "rnn_layer_sizes": [64, 64], "learning_rate": 0.005}'
-DEFAULT_TRANSFORMER_HPARAMS = '{"batch_size": 16, "d_model": 64, "d_ff": 256}'
+DEFAULT_TRANSFORMER_HPARAMS = "{}"  # music_transformer's own defaults are sized for minutes on a CPU
 DEFAULT_TRAINING_STEPS = 300
 DEMO_PRIMERS = 4
 DEMO_OUTPUTS = 4
