@@ -105,9 +105,9 @@ class TransformerHParams(_Overridable):
     max_relative_position, ``warmup_steps`` = learning_rate_warmup_steps.
     """
 
-    batch_size: int = 16
+    batch_size: int = 8
     num_layers: int = 2
-    num_heads: int = 4
+    num_heads: int = 2
     d_model: int = 128
     d_ff: int = 512
     dropout_rate: float = 0.1

@@ -123,6 +123,11 @@ def test_music_transformer_fine_tunes_with_its_own_architecture(data_root, tmp_p
     settings = _settings("music_transformer", steps=2, init_from=first.bundle)
     child = train(data_root, str(tmp_path / "mt-child"), settings, hp)
     assert child.step == 2 and child.parent["config"] == "music_transformer"
+    import tensorflow as tf
+
+    ckpt = tf.train.load_checkpoint(str(tmp_path / "mt-child" / "checkpoints" / "ckpt-2"))
+    used = ckpt.get_tensor("optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
+    assert used == pytest.approx(hp.learning_rate * 2 / 5)  # the warm-up restarted at step 0
     with pytest.raises(FineTuneError, match="cannot change d_model"):
         fine_tune_hparams(open_parent(first.bundle), "d_model=32")
 

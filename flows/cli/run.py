@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hparams", default=None, metavar="SPEC",
                         help="the model to train, as overrides of the config's defaults (JSON or Magenta's form; "
                              f"see `melodyflow train --help`; default: {RunSettings.hparams} for the RNNs, "
-                             f"{RunSettings.transformer_hparams} for music_transformer)")
+                             "music_transformer's own defaults)")
     add_setting(parser, "--num-training-steps", RunSettings, "num_training_steps", type=at_least(1), metavar="N",
                 help="training steps")
     parser.add_argument("--primers", default=None, metavar="GLOB_OR_URL",

@@ -36,13 +36,13 @@ def make_train_step(model, optimizer, strategy, *, clip_norm: float, no_event: i
         grads, _ = tf.clip_by_global_norm(grads, clip_norm)
         finite = tf.math.is_finite(loss)
         grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-        if warmup_steps:
-            optimizer.learning_rate.assign(lr_var * schedule_factor(step_var + 1, warmup_steps))
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return sums, loss
 
     @tf.function(reduce_retracing=True)
     def distributed_step(batch, inject_nan):
+        if warmup_steps:  # in cross-replica context: one assignment for all replicas
+            optimizer.learning_rate.assign(lr_var * schedule_factor(step_var + 1, warmup_steps))
         sums, loss = strategy.run(train_step, args=(*batch, inject_nan))
         sums = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, sums[k], axis=None) for k in SUM_KEYS}
         loss = strategy.reduce(tf.distribute.ReduceOp.MEAN, loss, axis=None)
