@@ -146,6 +146,7 @@ def test_emulator_gone_for_good_fails_naming_the_url_and_publishes_nothing(disk_
     elapsed = time.monotonic() - stopped
     assert job.returncode != 0
     failure = stderr.strip().splitlines()[-1]  # the job script's uncaught exception
+    print(f"store gone for good: the job failed {elapsed:.1f} s later: {failure}")  # for docs (pytest -s)
     assert failure.startswith("melodyflow.transforms.io.storage.StorageError: ") and f"{bucket}/" in failure
     assert "failed after" in failure and "out of retries" not in stderr, stderr[-3000:]
     assert elapsed < 40, f"the job failed {elapsed:.1f} s after the store went away (deadline 30 s)"
@@ -192,6 +193,7 @@ def test_a_dead_endpoint_fails_within_the_deadline_in_one_line(tmp_path, endpoin
         if listener is not None:
             listener.close()
     elapsed = time.monotonic() - started
+    print(f"{endpoint} endpoint: CLI exited after {elapsed:.1f} s: {proc.stderr.strip()}")  # for docs (pytest -s)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip() == _one_line(proc.stderr), proc.stderr  # exactly one line, nothing else
     assert "gs://corpus-bucket/tunes failed after" in proc.stderr and "nothing was published" in proc.stderr
@@ -227,13 +229,14 @@ def test_an_endpoint_dying_mid_run_fails_the_cli_in_one_line_without_tracebacks(
         stderr = err.read()
     assert job.returncode == 1, stderr[-3000:]
     line = _one_line(stderr)
+    print(f"outage mid-run, {workers} worker(s): CLI failed {elapsed:.1f} s later: {line}")  # for docs (-s)
     assert "storage failure, nothing was published:" in line and f"{bucket}/" in line, stderr[-3000:]
     assert elapsed < 45, f"failed {elapsed:.1f} s after the store went away (deadline 30 s, plus stopping the job)"
 
 
 def test_retries_are_melodyflows_alone_and_bounded_by_the_deadline(gcs_emulator, gcs_bucket, monkeypatch, caplog):
-    """Every request answered 503: gcsfs makes one attempt per call (not six), melodyflow retries within
-    the 30 s deadline, and no traceback reaches the logs."""
+    """Every request answered 503: each storage attempt makes three quick requests (not gcsfs's six slow
+    ones), melodyflow retries within the 30 s deadline, and no traceback reaches the logs."""
     import logging
 
     from melodyflow.transforms.io import storage
@@ -251,9 +254,9 @@ def test_retries_are_melodyflows_alone_and_bounded_by_the_deadline(gcs_emulator,
     finally:
         proxy.close()
     elapsed = time.monotonic() - started
-    # Backoff 0.5, 1, 2, 4, 8 s: the sixth retry could not end within 30 s (16 s of backoff plus 10 s
-    # for an attempt), so the call gives up after six attempts, about 15.5 s in.
-    assert proxy.counts["errors"] == 6 and 15 < elapsed < 30, (dict(proxy.counts), elapsed)
+    # Attempts of ~0.45 s, backoff 0.5, 1, 2, 4, 4 s: a seventh attempt could not end within 30 s (4 s of
+    # backoff plus 12.4 s for a failing attempt), so the call gives up after six, about 14 s in.
+    assert proxy.counts["errors"] == 18 and 12 < elapsed < 30, (dict(proxy.counts), elapsed)
     message = str(failure.value)
     assert "\n" not in message and message.startswith(f"reading {gcs_bucket}/any/object failed after 6 attempts")
     assert not [r for r in caplog.records if r.exc_info and r.name.startswith("gcsfs")]
