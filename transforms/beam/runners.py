@@ -6,7 +6,9 @@ tries to download the Prism runner, which offline costs time and logs a scary ex
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -177,6 +179,38 @@ def finish(result) -> None:
 _STORAGE_FAILURE = re.compile(r"StorageError: (.+?)(?: \[while running '[^\n]*'\])?$", re.MULTILINE)
 
 
+class _WithoutStorageFailureTracebacks(io.TextIOBase):
+    """``sys.stderr`` of a Beam SDK worker process, minus the tracebacks of storage failures.
+
+    Beam's harness prints every failed bundle's traceback to stderr itself (a ``print``, not a log
+    record that a filter could drop), besides reporting it to the driver.  A storage failure is expected
+    (the store is down) and the driver reports it in one line; everything else is written through.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last)") and _STORAGE_FAILURE.search(text):
+            return len(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def quiet_storage_failures_in_sdk_worker() -> None:
+    """In a Beam SDK worker process (and only there), stop the harness printing storage failures'
+    tracebacks.  Called when this module is imported, which every melodyflow job's DoFns do in the
+    worker before their first bundle."""
+    main = sys.argv[0] if sys.argv else ""
+    if main.endswith("sdk_worker_main.py") and not isinstance(sys.stderr, _WithoutStorageFailureTracebacks):
+        sys.stderr = _WithoutStorageFailureTracebacks(sys.stderr)
+
+
 def storage_failure_in(text: str) -> str | None:
     """The message of a ``StorageError`` reported inside a runner's error text, if there is one."""
     found = _STORAGE_FAILURE.findall(text)
@@ -194,3 +228,6 @@ def run(pipeline) -> None:
         if failure is None:
             raise
         raise StorageError(failure) from None
+
+
+quiet_storage_failures_in_sdk_worker()

@@ -7,14 +7,17 @@ of a bundle whose inputs will never come does not.
 
 Patched (:func:`fail_jobs_whose_worker_dies`), each worker gets a watcher: when its process ends before
 the runner closes it, the worker's pending requests and its data channel fail with :class:`WorkerDied`
-(the runner's waits wake within a second), and closing the job first stops the other workers of the
-same job.  Nothing is published then (the driver writes completion markers after the job), and a re-run
-redoes the job.  Killing a whole job is a different matter: see ``tests/test_crash_recovery.py``.
+(the runner's waits wake within a second).  And closing a failing job (a worker died, or a bundle
+raised, e.g. because the store is down) first stops its workers: they would otherwise finish, or wait
+forever on, bundles whose results nobody will use — against a dead store, each for a storage deadline.
+Nothing is published then (the driver writes completion markers after the job), and a re-run redoes the
+job.  Killing a whole job is a different matter: see ``tests/test_crash_recovery.py``.
 """
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import weakref
 from typing import Any
@@ -24,16 +27,33 @@ class WorkerDied(RuntimeError):
     """A Beam SDK worker process ended in the middle of a job (killed, or out of memory)."""
 
 
+class _WorkerProcess(subprocess.Popen):
+    """An SDK worker process that can be stopped on purpose: Beam's thread waiting for it then sees a
+    clean exit rather than raising (and printing) "Worker subprocess exited with return code -9"."""
+
+    stopped_on_purpose = False
+
+    def stop(self) -> None:
+        self.stopped_on_purpose = True
+        self.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = super().wait(timeout)
+        if self.stopped_on_purpose:
+            self.returncode = code = 0
+        return code
+
+
 class _WorkerProcesses:
     """Stands in for the ``subprocess`` module inside Beam's ``local_job_service``: starts each SDK worker
     as Beam does, but with ``exec`` (so the process is the worker itself, not a shell around it) and keeps
     it by worker id, so that a failing job can stop its workers."""
 
     def __init__(self) -> None:
-        self.started: dict[str, subprocess.Popen] = {}
+        self.started: dict[str, _WorkerProcess] = {}
 
-    def Popen(self, command: str, *, shell: bool, env: dict, **kwargs: Any) -> subprocess.Popen:  # noqa: N802
-        process = subprocess.Popen(f"exec {command}" if shell else command, shell=shell, env=env, **kwargs)
+    def Popen(self, command: str, *, shell: bool, env: dict, **kwargs: Any) -> _WorkerProcess:  # noqa: N802
+        process = _WorkerProcess(f"exec {command}" if shell else command, shell=shell, env=env, **kwargs)
         self.started[env.get("WORKER_ID", "")] = process
         return process
 
@@ -73,9 +93,10 @@ def fail_jobs_whose_worker_dies() -> None:
 
     def watched_close(self) -> None:
         self._melodyflow_closing = True
+        failing = self._grpc_server in _FAILING or sys.exc_info()[0] is not None  # closed while an error unwinds
         process = _PROCESSES.started.get(self.worker_id)
-        if self._grpc_server in _FAILING and process is not None and process.poll() is None:
-            process.kill()  # it may wait forever for the rest of a bundle the failed job will not send
+        if failing and process is not None and process.poll() is None:
+            process.stop()  # it may wait forever for the rest of a bundle the failed job will not send
         close(self)
 
     local_job_service.subprocess = _PROCESSES  # type: ignore[assignment]

@@ -28,6 +28,7 @@ _DEFAULT_RETRIES = 8
 _DEADLINE_ENV = "MELODYFLOW_STORAGE_DEADLINE_S"
 _DEFAULT_DEADLINE_S = 30.0
 _BACKOFF_S = 0.5
+_MAX_BACKOFF_S = 4.0
 
 # Secrets that can ride along in URLs, headers or library error messages.
 _SECRET_PATTERNS = (
@@ -83,13 +84,14 @@ def storage_options_for(url: str) -> dict:
 
 
 def filesystem(url: str) -> fsspec.AbstractFileSystem:
-    """The (cached) fsspec filesystem for ``url``.  ``gs://`` gets gcsfs with one attempt per request
-    (see :mod:`melodyflow.transforms.io.gcs`): :func:`retrying` is the only retry layer."""
+    """The (cached) fsspec filesystem for ``url``.  ``gs://`` gets gcsfs with quick, bounded retries per
+    request instead of its own (see :mod:`melodyflow.transforms.io.gcs`), under :func:`retrying`'s
+    deadline."""
     proto = protocol_of(url)
     if proto in ("gs", "gcs"):
         from melodyflow.transforms.io import gcs
 
-        return gcs.SingleAttemptGCSFileSystem(**storage_options_for(url))
+        return gcs.BoundedGCSFileSystem(**storage_options_for(url))
     return fsspec.filesystem(proto, **storage_options_for(url))
 
 
@@ -184,8 +186,8 @@ def _describe(exc: Exception) -> str:
 
 
 def retrying(what: str, url: str, fn: Callable[[], T], retries: int | None = None) -> T:
-    """Run an I/O call with exponential backoff (0.5 s, 1 s, 2 s, …) within a deadline; the final error
-    is one line that names the URL.
+    """Run an I/O call with exponential backoff (0.5 s, 1 s, 2 s, 4 s, 4 s, …) within a deadline; the final
+    error is one line that names the URL.
 
     Answers about the object itself (missing, forbidden, a directory) are raised at once, unwrapped:
     retrying cannot change them, and callers treat them as a property of that one file.  Anything else
@@ -215,7 +217,7 @@ def retrying(what: str, url: str, fn: Callable[[], T], retries: int | None = Non
                 raise StorageError(_one_line(redact(f"{what} {url} failed after {tries} in {elapsed:.1f} s: "
                                                     f"{_describe(exc)}"))) from None
             time.sleep(delay)
-            delay *= 2
+            delay = min(2 * delay, _MAX_BACKOFF_S)
 
 
 def local_path(url: str) -> str:
