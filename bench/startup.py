@@ -1,7 +1,8 @@
 """Benchmark: small jobs, as a new user runs them — whole processes, start-up included, side by side.
 
     .venv/bin/python bench/startup.py [CORPUS] [--magenta-venv DIR] [--files 100] [--repeat 3]
-                                      [--worker-sizes 100,1000,3089,12356] [--skip-cold]
+                                      [--worker-sizes 100,3089,12356,49424] [--worker-repeat 2]
+                                      [--compare-with OTHER_MELODYFLOW] [--skip-cold]
 
 CORPUS defaults to ../shared/corpora/nottingham. Everything runs in a scratch directory with its own
 PREFECT_HOME (so the user's ~/.prefect is left alone and the first command really starts the local
@@ -17,12 +18,15 @@ server), without PREFECT_API_URL, and with default options unless a row says oth
   depend on the step count);
 - *cold*: the first command with a new PREFECT_HOME (database created, server started), and the first one
   after `melodyflow server stop` (server started on an existing database);
+- ``--compare-with EXE``: the same small-job rows for another `melodyflow` executable (say, the main
+  checkout's, before this work), interleaved with the others;
 - *workers*: ingest + dataset with the default worker count, 1 worker and 2 workers, on corpora of each
   size (distinct copies beyond the corpus's own size), and whether all three wrote the same bytes.
 
 Medians of ``--repeat`` runs; the load average is printed with each table, because the machine may be
-shared. Child CPU seconds (user + system of the commands themselves, not of the shared server) are shown
-too: on a busy machine they are the steadier figure.
+shared. CPU seconds are shown too: user + system of the command's processes plus what the shared Prefect
+server spent meanwhile. On a busy machine they are the steadier figure, and on an idle one the wall time
+comes close to them (the command and the server mostly wait for each other, not run side by side).
 """
 
 from __future__ import annotations
@@ -59,25 +63,39 @@ MELODYFLOW = os.path.join(os.path.dirname(sys.executable), "melodyflow")
 class Runner:
     """Runs commands in the bench's environment and records wall and child CPU seconds."""
 
-    def __init__(self, scratch: str):
+    def __init__(self, scratch: str, exe: str = MELODYFLOW):
+        self.exe = exe
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("PREFECT_API_URL", "MELODYFLOW_PREFECT_SERVER", "PREFECT_PROFILE")}
-        self.env["PREFECT_HOME"] = os.path.join(scratch, "prefect-home")
+        # Its own Prefect home per executable: a side's database is never shared with another's server.
+        self.env["PREFECT_HOME"] = os.path.join(scratch, "prefect-home" if exe == MELODYFLOW else "prefect-home-2")
+
+    def server_cpu(self) -> float:
+        """CPU seconds the bench's shared Prefect server has used so far (0 when none runs)."""
+        try:
+            with open(os.path.join(self.env["PREFECT_HOME"], "melodyflow-server.json")) as fh:
+                pid = json.load(fh)["pid"]
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, KeyError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __call__(self, cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        """Wall seconds, CPU seconds (the command's processes and the shared server's share), stdout."""
+        before, server_before = resource.getrusage(resource.RUSAGE_CHILDREN), self.server_cpu()
         started = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env or self.env)
         wall = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        after, server_after = resource.getrusage(resource.RUSAGE_CHILDREN), self.server_cpu()
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-3000:])
             raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return wall, cpu, proc.stdout
+        return wall, cpu + max(0.0, server_after - server_before), proc.stdout
 
     def melodyflow(self, *args: str, env: dict | None = None) -> tuple[float, float, dict]:
-        wall, cpu, out = self([MELODYFLOW, *args, "--json"], env)
+        wall, cpu, out = self([self.exe, *args, "--json"], env)
         return wall, cpu, json.loads(out)
 
 
@@ -161,31 +179,47 @@ def cold_starts(run: Runner, one: str, scratch: str) -> list[list[str]]:
     return rows
 
 
-def small_jobs(run: Runner, corpus: str, extra: str, scratch: str, repeat: int, venv: str | None) -> dict:
-    """Timed samples per row, interleaved: each repeat runs every row once."""
-    samples: dict[str, list[tuple[float, float]]] = {}
-    data, rerun_root = os.path.join(scratch, "small"), os.path.join(scratch, "rerun")
-    run.melodyflow("run", corpus, rerun_root, "--num-training-steps", "20")  # prepared, not timed
+def one_repeat(run: Runner, corpus: str, extra: str, data: str, rerun_root: str) -> dict[str, tuple[float, float]]:
+    """One timed sample of every small-job row for one melodyflow executable."""
+    out = {}
+    wall, cpu, _ = ingest_and_dataset(run, corpus, data)
+    out["pair"] = (wall, cpu)
+    fresh = data + "-one-file"
+    h.remove(fresh)
+    wall, cpu, _ = run.melodyflow("ingest", os.path.dirname(extra), fresh)
+    out["one-new-root"] = (wall, cpu)
+    added = os.path.join(corpus, "zz-added-" + os.path.basename(extra))
+    shutil.copyfile(extra, added)
+    try:
+        wall, cpu, result = run.melodyflow("ingest", corpus, data)
+    finally:
+        os.unlink(added)
+    assert result["counts"]["found"] == 1, result["counts"]
+    out["one-existing-root"] = (wall, cpu)
+    wall, cpu, _ = run.melodyflow("ingest", corpus, data)
+    out["noop-ingest"] = (wall, cpu)
+    wall, cpu, result = run.melodyflow("run", corpus, rerun_root, "--num-training-steps", "20")
+    assert result["training"]["status"] == "up_to_date" and result["generation"]["status"] == "up_to_date"
+    out["rerun"] = (wall, cpu)
+    return out
+
+
+def small_jobs(sides: dict[str, Runner], corpus: str, extra: str, scratch: str, repeat: int,
+               venv: str | None) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Timed samples per side (a melodyflow executable) and row, interleaved: each repeat runs every row
+    of every side once, and Magenta's pair."""
+    samples: dict[str, dict[str, list[tuple[float, float]]]] = {label: {} for label in sides}
+    for label, run in sides.items():  # prepared, not timed
+        run.melodyflow("run", corpus, os.path.join(scratch, f"rerun-{label}"), "--num-training-steps", "20")
     for _ in range(repeat):
         if venv:
-            samples.setdefault("magenta", []).append(magenta(run, corpus, venv, scratch))
-        wall, cpu, _ = ingest_and_dataset(run, corpus, data)
-        samples.setdefault("pair", []).append((wall, cpu))
-        fresh = os.path.join(scratch, "one-file-root")
-        h.remove(fresh)
-        wall, cpu, _ = run.melodyflow("ingest", os.path.dirname(extra), fresh)
-        samples.setdefault("one-new-root", []).append((wall, cpu))
-        added = os.path.join(corpus, "zz-added-" + os.path.basename(extra))
-        shutil.copyfile(extra, added)
-        wall, cpu, result = run.melodyflow("ingest", corpus, data)
-        assert result["counts"]["found"] == 1, result["counts"]
-        os.unlink(added)
-        samples.setdefault("one-existing-root", []).append((wall, cpu))
-        wall, cpu, _ = run.melodyflow("ingest", corpus, data)
-        samples.setdefault("noop-ingest", []).append((wall, cpu))
-        wall, cpu, result = run.melodyflow("run", corpus, rerun_root, "--num-training-steps", "20")
-        assert result["training"]["status"] == "up_to_date" and result["generation"]["status"] == "up_to_date"
-        samples.setdefault("rerun", []).append((wall, cpu))
+            samples.setdefault("magenta", {}).setdefault("pair", []).append(
+                magenta(next(iter(sides.values())), corpus, venv, scratch))
+        for label, run in sides.items():
+            row = one_repeat(run, corpus, extra, os.path.join(scratch, f"small-{label}"),
+                             os.path.join(scratch, f"rerun-{label}"))
+            for key, sample in row.items():
+                samples[label].setdefault(key, []).append(sample)
     return samples
 
 
@@ -209,27 +243,34 @@ def workers_table(run: Runner, corpus: str, sizes: list[int], scratch: str, repe
     return rows
 
 
-def report(files: int, samples: dict, cold: list[list[str]], workers: list[list[str]], loads: dict) -> str:
-    out = [f"\n## Small jobs: {files} files, medians of {len(samples['pair'])} interleaved repeats",
-           f"({loads['small']})\n"]
-    rows = []
+ROWS = {"one-new-root": ("ingest of 1 new file, new DATA_ROOT", 6.0),
+        "one-existing-root": ("ingest of 1 new file into the DATA_ROOT holding the others", 6.0),
+        "noop-ingest": ("ingest with nothing new", None),
+        "rerun": ("`melodyflow run` re-run, every stage complete", 5.0)}
+
+
+def side_rows(label: str, samples: dict, magenta_s: float | None) -> list[list[str]]:
     pair = statistics.median(s[0] for s in samples["pair"])
-    if "magenta" in samples:
-        magenta_s = statistics.median(s[0] for s in samples["magenta"])
-        rows.append(median_row("Magenta 2.1.4: convert_dir_to_note_sequences + melody_rnn_create_dataset",
-                               samples["magenta"]))
-        rows.append(median_row("melodyflow ingest + dataset, default options", samples["pair"],
-                               f"**{magenta_s / pair:.2f}x** faster than Magenta (target ≥ 2x)"))
-    else:
-        rows.append(median_row("melodyflow ingest + dataset, default options", samples["pair"]))
-    targets = {"one-new-root": ("ingest of 1 new file, new DATA_ROOT", 6.0),
-               "one-existing-root": (f"ingest of 1 new file, DATA_ROOT holding the {files}", 6.0),
-               "noop-ingest": ("ingest with nothing new", None),
-               "rerun": ("`melodyflow run` re-run, every stage complete", 5.0)}
-    for key, (name, limit) in targets.items():
+    versus = f"**{magenta_s / pair:.2f}x** faster than Magenta (target ≥ 2x)" if magenta_s else ""
+    rows = [median_row(f"{label}: ingest + dataset, default options", samples["pair"], versus)]
+    for key, (name, limit) in ROWS.items():
         median = statistics.median(s[0] for s in samples[key])
         verdict = "" if limit is None else f"target ≤ {limit:g} s: {'met' if median <= limit else 'NOT met'}"
-        rows.append(median_row(name, samples[key], verdict))
+        rows.append(median_row(f"{label}: {name}", samples[key], verdict))
+    return rows
+
+
+def report(files: int, samples: dict, cold: list[list[str]], workers: list[list[str]], loads: dict) -> str:
+    repeats = len(next(iter(samples.values()))["pair"])
+    out = [f"\n## Small jobs: {files} files, medians of {repeats} interleaved repeats", f"({loads['small']})\n"]
+    rows, magenta_s = [], None
+    if "magenta" in samples:
+        magenta_s = statistics.median(s[0] for s in samples["magenta"]["pair"])
+        rows.append(median_row("Magenta 2.1.4: convert_dir_to_note_sequences + melody_rnn_create_dataset",
+                               samples["magenta"]["pair"]))
+    for label, side in samples.items():
+        if label != "magenta":
+            rows += side_rows(label, side, magenta_s)
     out.append(h.table(["whole process", "wall s (median)", "range", "CPU s", "target"], rows))
     if cold:
         out += [f"\n## Commands that start a Prefect server (1 run each; {loads['cold']})\n",
@@ -247,12 +288,19 @@ def main() -> None:
     parser.add_argument("--magenta-venv", default=None, help="venv made by magenta-reference/setup.sh")
     parser.add_argument("--files", type=int, default=100, help="files of the small corpus (default: 100)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--worker-sizes", default="100,1000,3089,12356",
-                        help="corpus sizes for the worker-count table, comma-separated ('' to skip)")
+    parser.add_argument("--worker-sizes", default="100,3089,12356,49424",
+                        help="corpus sizes for the worker-count table, comma-separated ('' to skip); the "
+                             "largest is past the break-even of two workers on Nottingham-like files")
+    parser.add_argument("--worker-repeat", type=int, default=2, help="repeats per size of that table")
     parser.add_argument("--skip-cold", action="store_true", help="skip the server start-up rows")
+    parser.add_argument("--compare-with", default=None, metavar="EXE",
+                        help="another `melodyflow` executable (an older checkout's) for the same small-job rows")
     args = parser.parse_args()
     scratch = h.scratch_dir()
     run = Runner(scratch)
+    sides = {"melodyflow": run}
+    if args.compare_with:
+        sides["compared"] = Runner(scratch, args.compare_with)
     loads = {}
     try:
         corpus = first_files(args.corpus, args.files + 1, os.path.join(scratch, "corpus"))
@@ -263,11 +311,11 @@ def main() -> None:
         loads["cold"] = load()
         cold = [] if args.skip_cold else cold_starts(run, os.path.dirname(extra_path), scratch)
         loads["small"] = load()
-        samples = small_jobs(run, corpus, extra_path, scratch, args.repeat, args.magenta_venv)
+        samples = small_jobs(sides, corpus, extra_path, scratch, args.repeat, args.magenta_venv)
         loads["small"] += f" at the start; {load()} at the end"
         sizes = [int(s) for s in args.worker_sizes.split(",") if s]
         loads["workers"] = load()
-        workers = workers_table(run, args.corpus, sizes, scratch, args.repeat) if sizes else []
+        workers = workers_table(run, args.corpus, sizes, scratch, args.worker_repeat) if sizes else []
         loads["workers"] += f" at the start; {load()} at the end"
         print(report(args.files, samples, cold, workers, loads))
     finally:

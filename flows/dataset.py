@@ -29,7 +29,7 @@ def plan_task(data_root: str, settings: DatasetSettings) -> DatasetPlan:
     return plan
 
 
-@task(name="extract-melodies-with-beam", cache_policy=NONE)
+@task(name="extract-melodies", cache_policy=NONE)
 def build_task(plan: DatasetPlan, runner: RunnerConfig, execution: sizing.Execution) -> dict:
     logger = get_run_logger()
     logger.info("Extracting melodies from %d NoteSequence(s) %s", plan.num_sequences,
@@ -90,17 +90,21 @@ def build_melody_dataset(
     runner: str = "direct",
     runner_options: dict[str, str] | None = None,
     force: bool = False,
+    sequence_timeout_s: float = DatasetSettings.sequence_timeout_s,
+    memory_limit_mb: int = DatasetSettings.memory_limit_mb,
 ) -> dict:
     """Build ``DATA_ROOT/melodies/<config>`` from every completed ingestion batch.
 
     Skips the build when a completed dataset already exists for the same batches and settings.
+    ``sequence_timeout_s`` / ``memory_limit_mb``: limits per NoteSequence (0 s: no time limit).
     """
     melody_config = get_config(config)
     settings = DatasetSettings(
         config=melody_config, eval_ratio=eval_ratio, format=format,
         melody=MelodySettings(transpositions=parse_transpose_range(transpose_range),
                               ignore_polyphonic_notes=keep_polyphonic_tracks,
-                              steps_per_quarter=melody_config.steps_per_quarter))
+                              steps_per_quarter=melody_config.steps_per_quarter),
+        sequence_timeout_s=sequence_timeout_s, memory_limit_mb=memory_limit_mb)
     RunnerConfig(runner=runner, workers=workers or 1, options=dict(runner_options or {}))  # fail before planning
     plan = cast(DatasetPlan, plan_task(data_root, settings))  # a sync task returns its value
     summary: dict[str, Any] = {"data_root": data_root, "out_dir": plan.out_dir}

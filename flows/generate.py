@@ -39,9 +39,37 @@ def _seed_offset(primer_id: str) -> int:
     return int.from_bytes(hashlib.sha256(primer_id.encode()).digest()[:4], "big")
 
 
+@task(name="prepare-ranking-reference", cache_policy=NONE)
+def ranking_reference_task(bundle: str) -> dict:
+    """Build (once per process) what candidates are scored against: the bundle's training corpus."""
+    import time
+
+    from melodyflow.models.evaluation.ranking import reference_for_bundle
+    from melodyflow.models.generation.sampling import load_generator
+
+    logger = get_run_logger()
+    metadata = load_generator(bundle).metadata  # the model, loaded once for this run's tasks too
+    started = time.monotonic()
+    reference, why = reference_for_bundle(metadata)
+    if reference is None:
+        logger.warning("Ranking without the training corpus (closeness and copy count 0): %s", why)
+        return {"reference": None, "why": why}
+    logger.info("Ranking reference: %d training melodies of %s (%.1f s)", len(reference.copy_index),
+                reference.dataset_url, time.monotonic() - started)
+    return {"reference": reference.dataset_url, "melodies": len(reference.copy_index)}
+
+
+def _scorer(generator):
+    from melodyflow.models.evaluation.ranking import reference_for_bundle, score_generated
+
+    reference, _ = reference_for_bundle(generator.metadata)  # built by ranking_reference_task
+    return lambda results: score_generated(generator, results, reference)
+
+
 @task(name="generate-for-primer", cache_policy=NONE, task_run_name="generate-{primer_id}")
 def generate_task(primer_id: str, primer_url: str | None, events: list[int] | None, bundle: str, output: str,
-                  options, qpm: float | None, continuation_only: bool, window=None, audio=None) -> dict:
+                  options, qpm: float | None, continuation_only: bool, window=None, audio=None,
+                  keep_best: int | None = None) -> dict:
     from melodyflow.models.generation.sampling import load_generator
     from melodyflow.models.generation.outputs import generate_for_primer, load_primer
     from melodyflow.models.generation.primers import PrimerError, primer_from_events
@@ -61,9 +89,11 @@ def generate_task(primer_id: str, primer_url: str | None, events: list[int] | No
     entry = generate_for_primer(generator, primer_id, primer, output, options,
                                 source=primer_url or ("--primer-melody" if events else "default: middle C"),
                                 qpm=qpm, continuation_only=continuation_only,
-                                seed_offset=_seed_offset(primer_id), error=error, audio=audio)
+                                seed_offset=_seed_offset(primer_id), error=error, audio=audio,
+                                scorer=_scorer(generator), keep_best=keep_best)
     if entry["status"] == "ok":
-        logger.info("%s: %d outputs written to %s", primer_id, len(entry["outputs"]), storage.join(output, primer_id))
+        logger.info("%s: %d of %d candidates written to %s", primer_id, len(entry["outputs"]),
+                    entry["candidates"], storage.join(output, primer_id))
     else:
         logger.warning("%s: skipped: %s", primer_id, entry["error"])
     return entry
@@ -87,8 +117,10 @@ def generate_melodies(
     primer_bars: int | None = None,
     primer_start_bar: int | None = None,
     audio: bool = True,
+    keep_best: int | None = None,
 ) -> dict:
-    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle).
+    """Generate ``num_outputs`` melodies per primer from a bundle (or a RUN_DIR's latest bundle), score
+    and rank them (``docs/evaluation.md``); with ``keep_best`` K keep only the K best of each primer.
 
     ``primer_bars`` (and ``primer_start_bar``) take that window of each primer file instead of all of it.
     Writes a WAV beside every MIDI unless ``audio`` is false, ``OUT/index.json``, and the gallery
@@ -102,8 +134,11 @@ def generate_melodies(
     options = GenerationOptions(num_outputs=num_outputs, num_steps=num_steps, temperature=temperature,
                                 beam_size=beam_size, branch_factor=branch_factor,
                                 steps_per_iteration=steps_per_iteration, seed=seed)
+    if keep_best is not None and not 1 <= keep_best <= num_outputs:
+        raise ValueError(f"--keep-best must be between 1 and --num-outputs ({num_outputs}), got {keep_best}")
     bundle_url = resolve_bundle(bundle)
     window = PrimerWindow(primer_bars, primer_start_bar) if primer_bars else None
+    scoring = ranking_reference_task(bundle_url)
     jobs: list[tuple[str, str | None, list[int] | None]]  # (id, primer file, primer events)
     if primers:
         found = find_primers(primers)
@@ -120,19 +155,26 @@ def generate_melodies(
     synth = _synthesizer(audio, logger)
     futures = generate_task.map([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
                                 unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),
-                                unmapped(continuation_only), unmapped(window), unmapped(synth))
+                                unmapped(continuation_only), unmapped(window), unmapped(synth), unmapped(keep_best))
     entries = [f.result() for f in futures]
+    from melodyflow.models.evaluation.ranking import ScoreWeights
+
+    weights = ScoreWeights()
     index = {"bundle": bundle_url, "primers_spec": primers,
              "options": {**options.__dict__, "qpm": qpm, "continuation_only": continuation_only,
-                         "primer_window": window.describe() if window else None},
+                         "primer_window": window.describe() if window else None, "keep_best": keep_best},
+             "scoring": {"formula": f"score = {weights.formula()}", "weights": weights.__dict__,
+                         "reference": scoring["reference"], "reference_missing_because": scoring.get("why"),
+                         "docs": "docs/evaluation.md"},
              "audio": {**synth.to_dict(), "description": synth.describe()} if synth else None,
              "primers": sorted(entries, key=lambda e: e["id"]),
              "counts": {"primers": len(entries), "ok": sum(e["status"] == "ok" for e in entries),
                         "failed": sum(e["status"] != "ok" for e in entries),
-                        "outputs": sum(len(e["outputs"]) for e in entries)},
-             "gallery": storage.join(output, GALLERY)}
+                        "outputs": sum(len(e["outputs"]) for e in entries)}}
     write_gallery(output, index)
-    storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))  # the marker: last
+    # The marker, last; it names no location of its own, so the same run into another OUT writes the same bytes.
+    storage.write_text(storage.join(output, INDEX), json.dumps(index, indent=2, sort_keys=True))
+    index["gallery"] = storage.join(output, GALLERY)
     logger.info("Gallery: %s", index["gallery"])
     _publish(index, output)
     index["index"] = storage.join(output, INDEX)

@@ -43,7 +43,7 @@ def plan_batch(source: str, data_root: str, settings: IngestSettings) -> IngestP
     return plan
 
 
-@task(name="convert-files-with-beam", cache_policy=NONE)
+@task(name="convert-files", cache_policy=NONE)
 def convert_batch(plan: IngestPlan, runner: RunnerConfig, execution: sizing.Execution) -> dict:
     logger = get_run_logger()
     logger.info("Converting %d file(s) %s, %d shard(s) → %s", len(plan.files),

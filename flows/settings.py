@@ -19,7 +19,8 @@ class RunSettings:
 
     data_root: str = "melodyflow-data"
     config: str = DEFAULT_CONFIG
-    hparams: str = '{"batch_size": 32, "rnn_layer_sizes": [64, 64], "learning_rate": 0.005}'
+    hparams: str = '{"batch_size": 32, "rnn_layer_sizes": [64, 64], "learning_rate": 0.005}'  # the LSTM configs
+    transformer_hparams: str = '{"batch_size": 16, "d_model": 64, "d_ff": 256}'  # music_transformer
     num_training_steps: int = 300
     eval_every: int = 100
     # Primers cut from the corpus when --primers is not given: the first bars of its first MIDI files.

@@ -19,7 +19,6 @@ from support import snapshot, write_corpus
 from melodyflow.transforms.ingest.batches import completed_batches
 from melodyflow.transforms.melodies.dataset import IncompleteDatasetError, open_dataset
 
-pytestmark = pytest.mark.slow
 SEEDS = [int(s) for s in os.environ.get("MELODYFLOW_CRASH_SEEDS", "11,22,33").split(",")]
 JOB = [sys.executable, crash_jobs.__file__]
 
@@ -60,6 +59,7 @@ def clean_ingest(corpus, tmp_path_factory):
     return data, elapsed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_ingest_killed_at_a_random_moment_reruns_to_the_clean_result(corpus, clean_ingest, tmp_path, seed):
     clean, elapsed = clean_ingest
@@ -83,6 +83,7 @@ def clean_dataset(clean_ingest, tmp_path_factory):
     return ingested, data, elapsed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_dataset_build_killed_at_a_random_moment_reruns_to_the_clean_result(clean_dataset, tmp_path, seed):
     ingested, clean, elapsed = clean_dataset

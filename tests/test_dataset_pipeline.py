@@ -21,7 +21,6 @@ from melodyflow.transforms.melodies.dataset import (IncompleteDatasetError, NoIn
 from melodyflow.transforms.beam.runners import RunnerConfig
 from melodyflow.transforms.io.tfrecord import iter_records
 
-pytestmark = pytest.mark.slow
 
 
 def _ingest(source, data_root, workers=1):
@@ -64,6 +63,7 @@ def ingested(tmp_path):
     return corpus, data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt,config", [("compact", "basic_rnn"), ("sequence-example", "lookback_rnn")])
 def test_dataset_holds_exactly_the_reference_examples(ingested, fmt, config):
     _, data = ingested
@@ -84,6 +84,7 @@ def test_dataset_holds_exactly_the_reference_examples(ingested, fmt, config):
     assert sum(stats["melody_lengths_in_bars"]["train"].values()) == stats["per_split"]["train"]["melodies_extracted"]
 
 
+@pytest.mark.slow
 def test_rebuild_is_byte_identical_and_growth_never_moves_an_example(ingested, tmp_path):
     corpus, data = ingested
     plan, first = _build(data, eval_ratio=0.3)
@@ -101,6 +102,7 @@ def test_rebuild_is_byte_identical_and_growth_never_moves_an_example(ingested, t
     assert len(second["info"]["source_batches"]) == 2
 
 
+@pytest.mark.slow
 def test_transposed_copies_stay_in_their_sequence_split(ingested):
     _, data = ingested
     plan, result = _build(data, eval_ratio=0.5, melody=MelodySettings(transpositions=(-2, 0, 2)))
@@ -117,6 +119,7 @@ def test_missing_inputs_and_unfinished_datasets_are_refused(tmp_path):
         open_dataset(str(tmp_path / "nothing"), "basic_rnn")
 
 
+@pytest.mark.slow
 def test_dataset_reads_and_writes_gcs_with_two_workers(gcs_bucket, tmp_path):
     corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(12)})
     for path in corpus.iterdir():
@@ -130,6 +133,7 @@ def test_dataset_reads_and_writes_gcs_with_two_workers(gcs_bucket, tmp_path):
     assert open_dataset(data_root, "basic_rnn")["counts"] == result["info"]["counts"]
 
 
+@pytest.mark.slow
 def test_ingestion_and_dataset_jobs_never_import_tensorflow(tmp_path):
     """The data plane's workers pay for no TensorFlow import (seconds and ~1 GB each)."""
     import subprocess

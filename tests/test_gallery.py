@@ -158,7 +158,8 @@ def test_generate_writes_midi_png_and_wav_per_output_and_a_gallery(prefect_harne
                           "--num-outputs", "6", "--num-steps", "48"])
     assert f"gallery  {out / GALLERY}" in printed and "audio    " in printed
     index = json.loads((out / "index.json").read_text())
-    assert index["audio"]["name"] == choose_synthesizer().name and index["gallery"] == str(out / GALLERY)
+    assert index["audio"]["name"] == choose_synthesizer().name and (out / GALLERY).stat().st_size
+    assert str(out) not in (out / "index.json").read_text()  # the same run into another OUT writes the same bytes
     for entry in index["primers"]:
         names = sorted(p.name for p in (out / entry["id"]).iterdir())
         assert names == sorted(f"{n:03d}.{ext}" for n in range(6) for ext in ("mid", "png", "wav"))

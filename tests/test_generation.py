@@ -18,7 +18,6 @@ from melodyflow.models.training.loop import TrainSettings, train
 from melodyflow.transforms.io import storage
 from melodyflow.models.generation.primers import PrimerError, primer_from_events, primer_from_midi, primer_id
 
-pytestmark = pytest.mark.slow
 
 
 def _midi(tracks: dict[int, list[tuple[int, float, float]]], drums: tuple[int, ...] = (), qpm: float = 100.0) -> bytes:
@@ -59,6 +58,7 @@ def bundle(tmp_path_factory):
     return result.bundle
 
 
+@pytest.mark.slow
 def test_primer_track_rule_picks_the_most_melodic_non_drum_track():
     primer = primer_from_midi(PRIMERS["multi track.mid"])
     assert primer.instrument == 1 and primer.qpm == pytest.approx(100.0)
@@ -71,11 +71,13 @@ def test_primer_track_rule_picks_the_most_melodic_non_drum_track():
         primer_from_events([60, 200])
 
 
+@pytest.mark.slow
 def test_primer_ids_are_safe_and_distinct():
     a, b = primer_id("../../etc/passwd.mid"), primer_id("x/../passwd.mid")
     assert "/" not in a and ".." not in a and a != b
 
 
+@pytest.mark.slow
 def test_flow_generates_for_good_primers_and_reports_bad_ones(prefect_harness, bundle, tmp_path):
     primers = write_corpus(tmp_path / "primers", PRIMERS)
     out = tmp_path / "out"
@@ -104,6 +106,7 @@ def test_flow_generates_for_good_primers_and_reports_bad_ones(prefect_harness, b
     assert (tmp_path / "again" / first).read_bytes() == (out / first).read_bytes()
 
 
+@pytest.mark.slow
 def test_seed_continuation_beam_search_and_default_primer(bundle):
     generator = load_generator(bundle)
     primer = primer_from_events([60, -2, 62, -2, 64, -2, 65, -2])
@@ -119,6 +122,7 @@ def test_seed_continuation_beam_search_and_default_primer(bundle):
         generator.generate(primer.melody, GenerationOptions(num_outputs=1, num_steps=4))
 
 
+@pytest.mark.slow
 def test_continuation_only_and_middle_c_default_to_gcs(prefect_harness, bundle, gcs_bucket, tmp_path):
     out = f"{gcs_bucket}/generated"
     index = generate_melodies(bundle=bundle, output=out, num_outputs=2, num_steps=40, continuation_only=True)
@@ -132,6 +136,7 @@ def test_continuation_only_and_middle_c_default_to_gcs(prefect_harness, bundle, 
     assert json.loads(storage.read_text(f"{out}/index.json"))["options"]["continuation_only"] is True
 
 
+@pytest.mark.slow
 def test_hostile_primer_names_and_files_stay_inside_output(prefect_harness, bundle, tmp_path):
     import uuid
 
@@ -167,6 +172,7 @@ def test_hostile_primer_names_and_files_stay_inside_output(prefect_harness, bund
             assert ".." not in output["midi"] and output["midi"].count("/") == 1
 
 
+@pytest.mark.slow
 def test_output_paths_refuse_names_that_would_escape():
     for bad in ("..", ".", "", "a/b", "..\\x", "x\x00", " lead", "c:evil"):
         with pytest.raises(storage.UnsafePathError):

@@ -23,7 +23,6 @@ from melodyflow.transforms.ingest.files import IngestSettings
 from melodyflow.transforms.ingest.job import build_ingest_pipeline, run_ingest_pipeline
 from melodyflow.transforms.beam.runners import RunnerConfig
 
-pytestmark = pytest.mark.slow
 
 HOSTILE = {
     "bad/empty.mid": b"",
@@ -142,6 +141,7 @@ def test_interrupted_batch_is_invisible_and_rerun_is_identical(small_corpus, tmp
         Path(clean.batch_dir) / "manifest.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_sigkill_during_ingest_then_rerun_loses_and_duplicates_nothing(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", {f"t{i:03d}.mid": midi_factory.random_midi(i, tracks=3, notes_per_track=300)
                                                 for i in range(120)})
@@ -169,6 +169,7 @@ def test_sigkill_during_ingest_then_rerun_loses_and_duplicates_nothing(tmp_path)
     assert len(list(root.iterdir())) == 1, "leftovers of the killed run must be gone"
 
 
+@pytest.mark.slow
 def test_gcs_in_and_out_with_two_workers(gcs_bucket, small_corpus):
     for path in sorted(small_corpus.rglob("*")):
         if path.is_file():

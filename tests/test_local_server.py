@@ -15,7 +15,6 @@ import pytest
 import midi_factory
 from support import write_corpus
 
-pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "melodyflow.flows.cli"]
 
@@ -46,6 +45,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_commands_share_one_server_that_records_every_flow_and_task(tmp_path):
     env = _env(tmp_path / "prefect-home")
     started = json.loads(_cli(env, "server", "start", "--json").stdout)
@@ -57,7 +57,7 @@ def test_commands_share_one_server_that_records_every_flow_and_task(tmp_path):
         assert "ingest-corpus" in _names(started["url"], "flows")
         tasks = _names(started["url"], "task_runs")
         assert any(t.startswith("plan-ingest-batch") for t in tasks)
-        assert any(t.startswith("convert-files-with-beam") for t in tasks)
+        assert any(t.startswith("convert-files") for t in tasks)
         status = json.loads(_cli(env, "server", "status", "--json").stdout)
         assert status["pid"] == started["pid"] and status["running"]
     finally:
@@ -66,6 +66,7 @@ def test_commands_share_one_server_that_records_every_flow_and_task(tmp_path):
     assert "no melodyflow server was running" in _cli(env, "server", "stop").stdout
 
 
+@pytest.mark.slow
 def test_an_idle_server_stops_by_itself(tmp_path):
     env = _env(tmp_path / "prefect-home", idle_minutes="0.1")
     started = json.loads(_cli(env, "server", "start", "--json").stdout)

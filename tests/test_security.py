@@ -15,7 +15,6 @@ import pytest
 import midi_factory
 from support import write_corpus
 
-pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "melodyflow.flows.cli"]
 
 
@@ -79,6 +78,7 @@ def _watch_listeners(cmd: list[str], env: dict) -> tuple[int, set[tuple[str, int
     return proc.wait(), seen
 
 
+@pytest.mark.slow
 def test_every_service_a_run_starts_listens_on_loopback_only(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", {f"t{i}.mid": midi_factory.melodic_midi(i) for i in range(12)})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
@@ -108,6 +108,7 @@ def _leaks(blob: bytes) -> list[str]:
     return [s for s in SECRETS if s.encode() in blob]
 
 
+@pytest.mark.slow
 def test_fake_credentials_never_reach_logs_reports_artifacts_or_errors(tmp_path, gcs_emulator, gcs_bucket):
     creds = tmp_path / "creds.json"
     creds.write_text(json.dumps({"type": "authorized_user", "client_id": "fake.apps.googleusercontent.com",

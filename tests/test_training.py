@@ -27,7 +27,6 @@ from melodyflow.transforms.melodies.configs import get_config
 from melodyflow.transforms.melodies.dataset import DatasetSettings, open_dataset, plan_dataset
 from melodyflow.transforms.beam.runners import RunnerConfig
 
-pytestmark = pytest.mark.slow
 CONFIGS = ("basic_rnn", "mono_rnn", "lookback_rnn", "attention_rnn")
 
 
@@ -53,6 +52,7 @@ def _settings(config, steps, **kw):
                          checkpoint_every=kw.pop("checkpoint_every", 10), summary_every=5, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS)
 def test_each_config_trains_real_steps_and_exports_a_loadable_bundle(data_root, tmp_path, config):
     result = train(data_root, str(tmp_path / "run"), _settings(config, 12), debug_hparams(config))
@@ -69,6 +69,7 @@ def test_each_config_trains_real_steps_and_exports_a_loadable_bundle(data_root, 
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "run" / "eval"))
 
 
+@pytest.mark.slow
 def test_loss_goes_down_on_a_learnable_dataset(tmp_path):
     pattern = [(60 + p, 2 * i, 2 * i + 2) for i, p in enumerate([0, 4, 7, 12, 7, 4, 2, 5, 9, 12, 9, 5] * 12)]
     files = {}
@@ -92,6 +93,7 @@ def test_loss_goes_down_on_a_learnable_dataset(tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_saved_step_with_optimizer_state(data_root, tmp_path):
     run = str(tmp_path / "run")
     first = train(data_root, run, _settings("basic_rnn", 20), debug_hparams("basic_rnn"))
@@ -120,6 +122,7 @@ def uninterrupted(data_root, tmp_path_factory):
     return hp, result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_result(data_root, tmp_path, uninterrupted, seed):
     import random
@@ -151,6 +154,7 @@ def test_training_killed_at_a_random_step_resumes_to_the_uninterrupted_result(da
     assert result.train_metrics == pytest.approx(reference.train_metrics, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_forced_nan_triggers_the_guard_then_gives_up_after_k_tries(data_root, tmp_path):
     hp = debug_hparams("basic_rnn")
     result = train(data_root, str(tmp_path / "run"), _settings("basic_rnn", 25, inject_nan_at_step=15), hp)
@@ -164,6 +168,7 @@ def test_forced_nan_triggers_the_guard_then_gives_up_after_k_tries(data_root, tm
               _settings("basic_rnn", 25, inject_nan_at_step=3, max_divergence_recoveries=0), hp)
 
 
+@pytest.mark.slow
 def test_both_record_formats_feed_identical_batches(tmp_path):
     corpus = write_corpus(tmp_path / "c", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(6)})
     dense_root = build_data(corpus, tmp_path / "dense", configs=("attention_rnn",), fmt="sequence-example")
@@ -180,6 +185,7 @@ def test_both_record_formats_feed_identical_batches(tmp_path):
             np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_training_from_and_to_gcs_resumes_on_a_fresh_machine(gcs_bucket, tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "c", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(10)})
     for path in corpus.iterdir():
@@ -195,3 +201,56 @@ def test_training_from_and_to_gcs_resumes_on_a_fresh_machine(gcs_bucket, tmp_pat
     assert (second.start_step, second.step) == (10, 15)
     model, meta = load_bundle(run)
     assert meta["step"] == 15 and meta["url"] == f"{run}/bundles/v0002"
+
+
+class StepClock:
+    """A clock that advances one unit per finished step: time budgets become exact step counts."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def on_progress(self, event: dict) -> None:
+        if event["event"] == "step":
+            self.now += 1.0
+
+
+@pytest.mark.slow
+def test_time_budget_stops_between_steps_then_evaluates_checkpoints_and_exports(data_root, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    clock = StepClock()
+    settings = TrainSettings(config="basic_rnn", num_training_steps=None, time_budget_s=7, eval_every=5,
+                             checkpoint_every=5, summary_every=1)
+    result = train(data_root, str(run), settings, debug_hparams("basic_rnn"), progress=clock.on_progress, clock=clock)
+    assert (result.start_step, result.step, result.stop_reason) == (0, 7, "time_budget")
+    assert [h["step"] for h in result.history if h["split"] == "eval"] == [5, 7]  # a last eval at the stop
+    assert (run / "checkpoints" / "ckpt-7.index").exists()
+    meta = json.loads((run / "bundles" / "v0001" / "bundle.json").read_text())
+    assert (meta["step"], meta["stop_reason"], meta["time_budget_s"]) == (7, "time_budget", 7)
+    assert meta["eval_metrics"] == result.eval_metrics and np.isfinite(result.eval_metrics["loss"])
+
+    # Resumed, the budget is this run's: 4 more steps from step 7; a step limit still applies.
+    clock = StepClock()
+    resumed = train(data_root, str(run), dataclasses.replace(settings, time_budget_s=4), debug_hparams("basic_rnn"),
+                    progress=clock.on_progress, clock=clock)
+    assert (resumed.start_step, resumed.step, resumed.stop_reason) == (7, 11, "time_budget")
+    capped = train(data_root, str(run), dataclasses.replace(settings, num_training_steps=13, time_budget_s=100),
+                   debug_hparams("basic_rnn"))
+    assert (capped.start_step, capped.step, capped.stop_reason) == (11, 13, "num_training_steps")
+
+
+@pytest.mark.slow
+def test_time_budget_on_the_command_line_reports_the_steps_reached(data_root, tmp_path):
+    import json
+
+    cmd = [sys.executable, "-m", "melodyflow.flows.cli", "train", data_root, str(tmp_path / "run"), "--preset",
+           "debug", "--time-budget", "12", "--eval-every", "1000000", "--json"]
+    result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    assert result["stop_reason"] == "time_budget" and result["time_budget_s"] == 12
+    assert result["elapsed_s"] >= 12 and result["step"] >= 0 and result["eval_metrics"]
+    bad = subprocess.run(cmd[:-5] + ["--time-budget=0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "positive number of seconds" in bad.stderr and "Traceback" not in bad.stderr

@@ -10,9 +10,9 @@ import sys
 import warnings
 from typing import NoReturn
 
-from melodyflow.flows.cli import dataset, demo, generate, import_magenta, ingest, run, server, train
+from melodyflow.flows.cli import checks, dataset, demo, evaluate, generate, import_magenta, ingest, run, server, train
 from melodyflow.flows.cli.command import Command, UsageError
-from melodyflow.flows.cli.options import EPILOG, HelpFormatter, Parser, add_output_args
+from melodyflow.flows.cli.options import EPILOG, HelpFormatter, Parser, add_output_args, add_storage_deadline_arg
 
 COMMANDS: tuple[Command, ...] = (
     run.COMMAND,
@@ -20,6 +20,7 @@ COMMANDS: tuple[Command, ...] = (
     dataset.COMMAND,
     train.COMMAND,
     generate.COMMAND,
+    evaluate.COMMAND,
     import_magenta.COMMAND,
     demo.COMMAND,
     server.COMMAND,
@@ -29,6 +30,7 @@ COMMANDS: tuple[Command, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="melodyflow", formatter_class=HelpFormatter, epilog=EPILOG,
                     description="MIDI corpora → NoteSequences → melody datasets → trained melody RNNs → music.")
+    add_storage_deadline_arg(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         child = sub.add_parser(command.name, help=command.summary, description=command.description,
@@ -45,6 +47,29 @@ _CHILD_WARNING_FILTERS = ("ignore:Couldn't find ffmpeg:RuntimeWarning",
                           "ignore::RuntimeWarning:pretty_midi.pretty_midi")
 
 
+class _NoTracebackForStorageFailures(logging.Filter):
+    """A storage failure is expected (the store is down) and reported once, in one line, by
+    :func:`run_command`: Prefect's run loggers keep their line but lose the traceback, and the Beam
+    workers' reports of it (forwarded to the driver's job service, tracebacks inside the text) are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from melodyflow.transforms.io.storage import StorageError
+
+        failure = bool(record.exc_info) and isinstance(record.exc_info[1], StorageError)  # type: ignore[index]
+        if record.name.startswith("apache_beam"):
+            return not (failure or "StorageError: " in record.getMessage())
+        if failure:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+# Loggers that report a failed run or bundle: Prefect's run loggers, and Beam's (in-process runner, its
+# SDK harness, and the job service that forwards multi-processing workers' logs).
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "apache_beam.runners.common",
+                "apache_beam.runners.worker.sdk_worker", "apache_beam.runners.worker.bundle_processor",
+                "apache_beam.runners.portability.local_job_service")
+
+
 def quiet_third_party_noise() -> None:
     warnings.filterwarnings("ignore", module="pretty_midi")
     warnings.filterwarnings("ignore", message="Couldn't find ffmpeg")
@@ -52,6 +77,8 @@ def quiet_third_party_noise() -> None:
     inherited = os.environ.get("PYTHONWARNINGS", "")
     os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [inherited, *_CHILD_WARNING_FILTERS]))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines
+    for name in _RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_NoTracebackForStorageFailures())
 
 
 def exit_status(exc: BaseException) -> int | None:
@@ -59,7 +86,9 @@ def exit_status(exc: BaseException) -> int | None:
     from melodyflow.flows.local_server import ServerStartError
     from melodyflow.transforms.io.storage import StorageError
 
-    if isinstance(exc, (StorageError, ServerStartError)):
+    from melodyflow.transforms.beam.worker_deaths import WorkerDied
+
+    if isinstance(exc, (StorageError, ServerStartError, WorkerDied)):
         return 1
     if isinstance(exc, (UsageError, ValueError, FileNotFoundError)):
         return 2
@@ -78,6 +107,7 @@ def error_line(command: str, exc: BaseException) -> str:
 
 
 def _run(command: Command, args: argparse.Namespace) -> dict:
+    checks.storage_reachable(args)
     command.check(args)
     if not command.uses_prefect_api:
         return command.run(args)
@@ -113,6 +143,8 @@ def leave(status: int) -> NoReturn:
 def run_command(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = next(c for c in COMMANDS if c.name == args.command)
+    if args.storage_deadline is not None:  # the environment reaches every worker process
+        os.environ["MELODYFLOW_STORAGE_DEADLINE_S"] = repr(args.storage_deadline)
     if not args.debug:
         quiet_third_party_noise()
     try:

@@ -6,6 +6,7 @@ Each raises :class:`UsageError` with what is wrong and what to do instead. Remot
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 
@@ -101,3 +102,21 @@ def trainable_dataset(data_root: str, config: str) -> None:
     if not counts["eval"]:
         print(f"melodyflow train: warning: the eval split of {data_root}'s {config} dataset is empty: training "
               "reports no eval metrics", file=sys.stderr)
+
+
+# Arguments that name storage locations, checked for a reachable store before any flow starts.
+_STORAGE_ARGS = ("source", "data_root", "run_dir", "output", "out", "bundle")
+
+
+def storage_reachable(args: argparse.Namespace) -> None:
+    """Fail fast, in one line and before Prefect starts, when a remote store is unreachable: one cheap
+    call per remote location, retried within the storage deadline (``--storage-deadline``)."""
+    from melodyflow.transforms.io import storage
+
+    for name in _STORAGE_ARGS:
+        url = getattr(args, name, None)
+        if isinstance(url, str) and storage.protocol_of(url) not in ("file", "memory"):
+            try:
+                storage.probe(url)
+            except PermissionError as exc:
+                raise storage.StorageError(f"checking {url}: access denied: {exc}") from None

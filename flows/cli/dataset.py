@@ -7,7 +7,7 @@ import argparse
 from melodyflow.flows.cli import checks, output
 from melodyflow.flows.cli.command import Command, UsageError
 from melodyflow.flows.cli.ingest import runner_options
-from melodyflow.flows.cli.options import add_config_arg, add_runner_args, add_setting
+from melodyflow.flows.cli.options import add_config_arg, add_runner_args, add_setting, megabytes, seconds_or_zero
 from melodyflow.transforms.melodies.dataset import DatasetSettings
 
 
@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "simultaneous note starts (Magenta discards them)")
     parser.add_argument("--force", action="store_true",
                         help="rebuild even if a completed dataset exists for the same inputs and settings")
+    add_setting(parser, "--sequence-timeout", DatasetSettings, "sequence_timeout_s", type=seconds_or_zero,
+                metavar="SECONDS",
+                help="give up on a NoteSequence whose melody extraction takes longer; it is dead-lettered "
+                     "(reason timeout) and the build goes on (0: no limit, extract in the worker process)")
+    add_setting(parser, "--memory-limit-mb", DatasetSettings, "memory_limit_mb", type=megabytes, metavar="MB",
+                help="address-space cap of the extraction process (reason out_of_memory)")
     add_runner_args(parser)
 
 
@@ -50,7 +56,8 @@ def run(args: argparse.Namespace) -> dict:
         data_root=args.data_root, config=args.config, eval_ratio=args.eval_ratio,
         transpose_range=args.transpose_range, format=args.format,
         keep_polyphonic_tracks=args.keep_polyphonic_tracks, workers=args.workers, runner=args.runner,
-        runner_options=runner_options(args), force=args.force)
+        runner_options=runner_options(args), force=args.force, sequence_timeout_s=args.sequence_timeout,
+        memory_limit_mb=args.memory_limit_mb)
 
 
 COMMAND = Command(

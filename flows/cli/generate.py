@@ -29,6 +29,17 @@ def add_window_args(parser: argparse.ArgumentParser, whole_file_note: str = "") 
                         help="first bar of that window, counting from 1 (default: the bar of the first note)")
 
 
+def add_keep_best_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-best", type=at_least(1), default=None, metavar="K",
+                        help="generate --num-outputs candidates per primer, keep the K best-scored ones without "
+                             "problems (default: keep all; every output is scored and ranked either way)")
+
+
+def check_keep_best(args: argparse.Namespace) -> None:
+    if args.keep_best is not None and args.keep_best > args.num_outputs:
+        raise UsageError(f"--keep-best {args.keep_best} is more than --num-outputs {args.num_outputs}")
+
+
 def check_window(args: argparse.Namespace) -> None:
     if args.primer_start_bar is not None and args.primer_bars is None:
         raise UsageError("--primer-start-bar needs --primer-bars N (how many bars to take from there)")
@@ -56,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 help="random seed; same inputs and seed, same outputs")
     parser.add_argument("--continuation-only", action="store_true",
                         help="write only the generated continuation, not the primer")
+    add_keep_best_arg(parser)
     add_audio_arg(parser)
 
 
@@ -76,6 +88,7 @@ def check(args: argparse.Namespace) -> None:
 
     primer_events(args.primer_melody)
     check_window(args)
+    check_keep_best(args)
     resolve_bundle(args.bundle)
 
 
@@ -88,7 +101,8 @@ def run(args: argparse.Namespace) -> dict:
         beam_size=args.beam_size, branch_factor=args.branch_factor,
         steps_per_iteration=args.steps_per_iteration, qpm=args.qpm, seed=args.seed,
         continuation_only=args.continuation_only, primer_bars=args.primer_bars,
-        primer_start_bar=args.primer_start_bar, audio=args.audio)
+        primer_start_bar=args.primer_start_bar, audio=args.audio,
+        keep_best=args.keep_best)
 
 
 COMMAND = Command(

@@ -93,10 +93,32 @@ def positive_float(text: str) -> float:
     return value
 
 
-def config_names() -> tuple[str, ...]:
-    from melodyflow.transforms.melodies.configs import CONFIGS  # light: note-seq loads only to encode
+def seconds_or_zero(text: str) -> float:
+    """Seconds >= 0, where 0 turns a limit off (``--sequence-timeout``, ``--storage-deadline``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: no limit), got {text!r}")
+    return value
 
-    return tuple(CONFIGS)
+
+def megabytes(text: str) -> int:
+    """A whole number of MB, at least 256 (``--memory-limit-mb``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 256:
+        raise argparse.ArgumentTypeError(f"expected a whole number of MB >= 256, got {text!r}")
+    return value
+
+
+def config_names() -> tuple[str, ...]:
+    from melodyflow.transforms.melodies.configs import CONFIG_NAMES  # light: note-seq loads only to encode
+
+    return CONFIG_NAMES
 
 
 def add_audio_arg(parser: argparse.ArgumentParser) -> None:
@@ -105,11 +127,48 @@ def add_audio_arg(parser: argparse.ArgumentParser) -> None:
                              "else from the bundled General MIDI soundfont)")
 
 
-def add_config_arg(parser: argparse.ArgumentParser, what: str) -> None:
+def add_config_arg(parser: argparse.ArgumentParser, what: str, from_parent: bool = False) -> None:
+    """``from_parent``: the default is None, read as the --init-from bundle's config, else the default."""
     from melodyflow.flows.settings import DEFAULT_CONFIG
 
-    parser.add_argument("--config", default=DEFAULT_CONFIG, choices=config_names(),
-                        help=f"Melody RNN configuration {what} (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--config", default=None if from_parent else DEFAULT_CONFIG, choices=config_names(),
+                        help=f"model configuration {what} (default: {DEFAULT_CONFIG}"
+                             + (", or the --init-from bundle's)" if from_parent else ")")
+                             + "; music_transformer shares basic_rnn's dataset")
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def add_training_limit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--time-budget", type=positive_seconds, default=None, metavar="SECONDS",
+                        help="stop training after this many seconds of this run (start-up included), then "
+                             "evaluate, checkpoint and export a bundle; the summary gives the step reached")
+    parser.add_argument("--init-from", default=None, metavar="BUNDLE_OR_RUN_DIR",
+                        help="fine-tune: start from this bundle's weights (or a RUN_DIR's latest bundle) with a "
+                             "fresh optimizer at step 0; same config and encoding required, architecture kept")
+
+
+def config_for(args: argparse.Namespace) -> str:
+    """``--config``, else the --init-from parent's config, else the default; checks the parent early."""
+    from melodyflow.flows.settings import DEFAULT_CONFIG
+
+    if not args.init_from:
+        return args.config or DEFAULT_CONFIG
+    from melodyflow.models.training.fine_tune import FineTuneError, open_parent
+
+    parent = open_parent(args.init_from)
+    if args.config and args.config != parent.config:
+        raise FineTuneError(f"--init-from {parent.url} is a {parent.config} bundle, not {args.config}; "
+                            f"train with --config {parent.config} or choose another bundle")
+    return parent.config
 
 
 def add_workers_arg(parser: argparse.ArgumentParser) -> None:
@@ -128,8 +187,17 @@ def add_runner_args(parser: argparse.ArgumentParser) -> None:
                              "project=..., region=..., temp_location=gs://... (dataflow)")
 
 
+def add_storage_deadline_arg(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """``--storage-deadline``, before the subcommand or among its flags (there ``default`` is
+    ``argparse.SUPPRESS``, so that leaving it out keeps a value given before the subcommand)."""
+    parser.add_argument("--storage-deadline", type=seconds_or_zero, default=default, metavar="SECONDS",
+                        help="give up on a failing storage call this long after its first attempt (default: "
+                             "30, or MELODYFLOW_STORAGE_DEADLINE_S; 0: no retries)")
+
+
 def add_output_args(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand has."""
+    add_storage_deadline_arg(parser, default=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with the result on stdout (logs stay on stderr)")
     parser.add_argument("--debug", action="store_true",

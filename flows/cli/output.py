@@ -86,6 +86,13 @@ def show_pipeline(result: dict) -> None:
     else:
         show_training(training)
     show_generation(result["generation"])
+    evaluation = result.get("evaluation") or {}
+    if "generated" in evaluation:
+        from melodyflow.flows.cli.evaluate import show as show_evaluation
+
+        show_evaluation(evaluation)
+    elif evaluation:
+        print(f"Evaluation skipped: {evaluation['reason']}")
     print(f"Listen and look: {location(result['gallery'])}")
 
 

@@ -6,24 +6,27 @@ import argparse
 
 from melodyflow.flows.cli import checks, output
 from melodyflow.flows.cli.command import Command, UsageError
-from melodyflow.flows.cli.options import add_config_arg, add_setting, at_least
+from melodyflow.flows.cli.options import add_config_arg, add_setting, add_training_limit_args, at_least, config_for
 from melodyflow.models.training.loop import TrainSettings
 
 HPARAMS_HELP = ("hyperparameter overrides as JSON ('{\"rnn_layer_sizes\":[64]}') or Magenta's form "
-                "('batch_size=64,rnn_layer_sizes=[64,64]'); keys: batch_size, rnn_layer_sizes, "
-                "dropout_keep_prob, clip_norm, learning_rate, attn_length")
+                "('batch_size=64,rnn_layer_sizes=[64,64]'); RNN keys: batch_size, rnn_layer_sizes, "
+                "dropout_keep_prob, clip_norm, learning_rate, attn_length; music_transformer keys: batch_size, "
+                "num_layers, num_heads, d_model, d_ff, dropout_rate, max_relative_distance, learning_rate, "
+                "warmup_steps, clip_norm")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_root", help="the DATA_ROOT holding melodies/<config>/")
     parser.add_argument("run_dir", help="where checkpoints, summaries and bundles go")
-    add_config_arg(parser, "to train")
+    add_config_arg(parser, "to train", from_parent=True)
     parser.add_argument("--hparams", default=None, metavar="SPEC", help=HPARAMS_HELP)
-    parser.add_argument("--preset", choices=("magenta", "debug"), default="magenta",
-                        help="base hparams: Magenta's defaults, or a tiny debug model that trains in "
-                             "seconds (default: magenta)")
-    add_setting(parser, "--num-training-steps", TrainSettings, "num_training_steps", type=at_least(1),
-                metavar="N", help="train until this global step")
+    parser.add_argument("--preset", choices=("magenta", "debug"), default=None,
+                        help="base hparams: the config's defaults (Magenta's for the RNNs), or a tiny debug "
+                             "model that trains in seconds (default: magenta)")
+    parser.add_argument("--num-training-steps", type=at_least(1), default=None, metavar="N",
+                        help=f"train until this global step (default: {TrainSettings.num_training_steps}; no "
+                             "step limit with --time-budget)")
     add_setting(parser, "--eval-every", TrainSettings, "eval_every", type=at_least(1), metavar="N",
                 help="evaluate on the eval split every N steps and at the end")
     parser.add_argument("--checkpoint-every", type=at_least(1), default=None, metavar="N",
@@ -34,17 +37,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="require an existing checkpoint to resume from (resuming is automatic "
                              "whenever RUN_DIR has one)")
+    add_training_limit_args(parser)
 
 
-def check_hparams(config: str, preset: str, spec: str | None) -> None:
+def check_hparams(config: str, preset: str | None, spec: str | None, init_from: str | None = None) -> None:
     """A bad ``--hparams`` is a usage error, found before Prefect or TensorFlow is imported."""
-    from melodyflow.models.hparams import debug_hparams, default_hparams
+    from melodyflow.flows.train import resolve_hparams
 
-    (debug_hparams if preset == "debug" else default_hparams)(config).override(spec)
+    resolve_hparams(config, preset, spec, init_from)
 
 
 def check(args: argparse.Namespace) -> None:
-    check_hparams(args.config, args.preset, args.hparams)
+    args.config = config_for(args)
+    check_hparams(args.config, args.preset, args.hparams, args.init_from)
     checks.trainable_dataset(args.data_root, args.config)
     checks.writable_data_root(args.run_dir, "RUN_DIR")
     if args.resume:
@@ -57,16 +62,19 @@ def check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict:
     from melodyflow.flows.train import train_melody_model
 
+    steps = args.num_training_steps or (None if args.time_budget else TrainSettings.num_training_steps)
     return train_melody_model(
         data_root=args.data_root, run_dir=args.run_dir, config=args.config, hparams=args.hparams,
-        preset=args.preset, num_training_steps=args.num_training_steps, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed)
+        preset=args.preset or "magenta", num_training_steps=steps, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed,
+        time_budget_s=args.time_budget, init_from=args.init_from)
 
 
 COMMAND = Command(
     name="train",
-    summary="train a melody RNN on a dataset built by `melodyflow dataset`",
-    description="Train a Melody RNN (Keras, TensorFlow) on DATA_ROOT/melodies/<config>. Checkpoints, "
+    summary="train a melody model (RNN or Transformer) on a dataset built by `melodyflow dataset`",
+    description="Train a Melody RNN or the Music Transformer (Keras, TensorFlow) on DATA_ROOT/melodies/<config>. "
+                "Checkpoints, "
                 "TensorBoard event files (RUN_DIR/train, RUN_DIR/eval) and versioned model bundles "
                 "(RUN_DIR/bundles/vNNNN) go to RUN_DIR, which may be local, gs:// or s3://. A run resumes "
                 "from RUN_DIR's latest checkpoint when there is one.",

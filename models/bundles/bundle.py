@@ -1,7 +1,8 @@
 """Model bundles: everything generation needs, versioned under ``RUN_DIR/bundles/vNNNN/``.
 
-A bundle is ``bundle.json`` (config and encoding, hparams, step, eval metrics, dataset info) plus
-``model.weights.h5``.  ``RUN_DIR/bundles/LATEST`` names the newest version and is written last.
+A bundle is ``bundle.json`` (config and encoding, hparams, step, eval metrics, dataset info; for a
+fine-tuned model its ``parent`` and ``lineage``) plus ``model.weights.h5``.  ``RUN_DIR/bundles/LATEST``
+names the newest version and is written last.  Keys added later are optional: older bundles load.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import re
 import tempfile
 
-from melodyflow.models.hparams import HParams
+from melodyflow.models.hparams import hparams_from_dict
 from melodyflow.transforms.io import storage
 
 BUNDLES = "bundles"
@@ -63,12 +64,11 @@ def resolve_bundle(bundle_or_run_dir: str) -> str:
 
 def load_bundle(bundle_or_run_dir: str):
     """``(keras model with weights, metadata)``."""
-    from melodyflow.models.network.melody_rnn import build_model
+    from melodyflow.models.network.registry import build_network
 
     url = resolve_bundle(bundle_or_run_dir)
     meta = json.loads(storage.read_text(storage.join(url, METADATA)))
-    hparams = HParams(**{**meta["hparams"], "rnn_layer_sizes": tuple(meta["hparams"]["rnn_layer_sizes"])})
-    model = build_model(meta["input_size"], meta["num_classes"], hparams)
+    model = build_network(meta["input_size"], meta["num_classes"], hparams_from_dict(meta["config"], meta["hparams"]))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, WEIGHTS)
         with open(path, "wb") as fh:
@@ -79,9 +79,9 @@ def load_bundle(bundle_or_run_dir: str):
 
 
 def finished_bundle(run_dir: str, num_training_steps: int, dataset_fingerprint: str,
-                    hparams: dict | None = None) -> dict | None:
+                    hparams: dict | None = None, time_budget_s: float | None = None) -> dict | None:
     """Metadata of RUN_DIR's latest bundle if it already covers this many steps on this dataset
-    (and, when given, with these hparams)."""
+    (and, when given, with these hparams), or, with ``time_budget_s``, stopped at that time budget."""
     try:
         url = resolve_bundle(run_dir)
     except BundleError:
@@ -89,7 +89,10 @@ def finished_bundle(run_dir: str, num_training_steps: int, dataset_fingerprint: 
     meta = json.loads(storage.read_text(storage.join(url, METADATA)))
     if hparams is not None and meta.get("hparams") != hparams:
         return None
-    if meta.get("step", 0) >= num_training_steps and meta.get("dataset", {}).get("fingerprint") == dataset_fingerprint:
+    budget_spent = time_budget_s is not None and meta.get("stop_reason") == "time_budget" and \
+        meta.get("time_budget_s") == time_budget_s
+    if (meta.get("step", 0) >= num_training_steps or budget_spent) and \
+            meta.get("dataset", {}).get("fingerprint") == dataset_fingerprint:
         meta["url"] = url
         return meta
     return None

@@ -90,6 +90,7 @@ def _resolve_hparams(config: MelodyConfig, weights: KerasWeights, overrides: str
         given, found = hparams.to_dict()[key], inferred.to_dict()[key]
         if given != found:
             raise MagentaImportError(f"--hparams {key}={given} contradicts the checkpoint, which has {found}")
+    assert isinstance(hparams, HParams)  # the LSTM configs' hparams
     return hparams
 
 

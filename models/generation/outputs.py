@@ -9,6 +9,7 @@ collide (primer ids end in a hash, so none is ``primers``).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 from melodyflow.models.generation.audio import AudioError, Synthesizer, render_wav
@@ -73,10 +74,17 @@ def write_files(directory: str, relative: str, base: str, sequence, png: bytes, 
 def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Primer | None, out_root: str,
                         options: GenerationOptions, *, source: str, qpm: float | None = None,
                         continuation_only: bool = False, seed_offset: int = 0, error: str | None = None,
-                        audio: Synthesizer | None = None) -> dict:
-    """Generate and write every output of one primer; a bad primer returns an entry with ``error``.
+                        audio: Synthesizer | None = None, scorer: Callable[[list], list] | None = None,
+                        keep_best: int | None = None) -> dict:
+    """Generate, score and rank one primer's candidates; write the kept ones. A bad primer returns an
+    entry with ``error``.
 
-    ``audio`` renders a WAV beside each MIDI (``None``: no WAVs).
+    ``scorer`` maps the generator's results to ``CandidateScore``s (``models/evaluation/ranking``);
+    outputs are listed best first with ``score``, ``score_components`` and ``rank`` (1 = best). With
+    ``keep_best`` K only the K best candidates without problems are written, and a primer whose every
+    candidate has a problem is an error that lists them. Files are named by candidate number
+    (``<nnn>.mid``), so a candidate keeps its name whatever ``keep_best`` is. ``audio`` renders a WAV
+    beside each MIDI (``None``: no WAVs).
     """
     entry: dict[str, Any] = {"id": primer_id, "source": source, "status": "error", "outputs": []}
     if error is not None or primer is None:
@@ -86,22 +94,67 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
     except GenerationError as exc:
         return {**entry, "error": storage.redact(str(exc))}
     tempo = qpm or primer.qpm
-    step_seconds = 60.0 / tempo / generator.config.steps_per_quarter
-    directory = storage.child(out_root, primer_id)
-    primer_sequence = primer.melody.to_sequence(velocity=100, instrument=0, program=primer.program, qpm=tempo)
-    entry["primer_files"] = write_files(storage.child(out_root, PRIMERS), PRIMERS, primer_id, primer_sequence,
-                                        piano_roll_png(primer_sequence, primer_sequence.total_time,
-                                                       f"{primer_id}: primer"), audio)
-    for n, result in enumerate(results):
-        sequence = melody_to_sequence(result.melody, tempo, primer.program, result.primer_steps, continuation_only)
-        primer_end = 0.0 if continuation_only else result.primer_steps * step_seconds
-        png = piano_roll_png(sequence, primer_end, f"{primer_id} #{n} (ll {result.log_likelihood:.1f})")
-        entry["outputs"].append({
-            **write_files(directory, primer_id, f"{n:03d}", sequence, png, audio),
-            "log_likelihood": result.log_likelihood, "steps": len(result.melody),
-            "primer_steps": result.primer_steps, "notes": len(sequence.notes),
-        })
-    return {**entry, "status": "ok", "qpm": tempo, "primer_steps": results[0].primer_steps if results else 0}
+    writer = _OutputWriter(generator, primer_id, primer, out_root, tempo, continuation_only, audio)
+    entry["primer_files"] = writer.write_primer()
+    if scorer is None:
+        if keep_best is not None:
+            raise ValueError("keep_best needs a scorer")
+        entry["outputs"] = [writer.write(result, n, rank=None) for n, result in enumerate(results)]
+        return {**entry, "status": "ok", "qpm": tempo, "primer_steps": results[0].primer_steps}
+    from melodyflow.models.evaluation.ranking import ranking_order
+
+    scores = scorer(results)
+    order = ranking_order(scores)
+    kept = order if keep_best is None else [i for i in order if not scores[i].problems][:keep_best]
+    entry["candidates"] = len(results)
+    entry["discarded"] = [{"candidate": i, "score": scores[i].score, "problems": scores[i].problems}
+                          for i in order if i not in kept]
+    _remove_files_of(storage.child(out_root, primer_id), [d["candidate"] for d in entry["discarded"]])
+    if not kept:
+        problems = sorted({p.split(":", 1)[0] for i in order for p in scores[i].problems})
+        return {**entry, "error": f"all {len(results)} candidates were rejected ({', '.join(problems)}); "
+                                  "see 'discarded'"}
+    for rank, n in enumerate(kept, start=1):
+        output = writer.write(results[n], n, rank)
+        output.update(score=scores[n].score, score_components=scores[n].components, rank=rank,
+                      problems=scores[n].problems)
+        entry["outputs"].append(output)
+    return {**entry, "status": "ok", "qpm": tempo, "primer_steps": results[0].primer_steps}
+
+
+def _remove_files_of(directory: str, candidates: list[int]) -> None:
+    """Files an earlier run into the same OUT wrote for candidates this run discards."""
+    for n in candidates:
+        for ext in ("mid", "png", "wav"):
+            storage.remove_tree(storage.child(directory, f"{n:03d}.{ext}"))
+
+
+class _OutputWriter:
+    """Writes one primer's files: the primer itself under ``OUT/primers/`` and each kept candidate."""
+
+    def __init__(self, generator: MelodyGenerator, primer_id: str, primer: Primer, out_root: str, tempo: float,
+                 continuation_only: bool, audio: Synthesizer | None):
+        self.primer_id, self.primer, self.out_root, self.tempo = primer_id, primer, out_root, tempo
+        self.continuation_only, self.audio = continuation_only, audio
+        self.step_seconds = 60.0 / tempo / generator.config.steps_per_quarter
+
+    def write_primer(self) -> dict:
+        sequence = self.primer.melody.to_sequence(velocity=100, instrument=0, program=self.primer.program,
+                                                  qpm=self.tempo)
+        png = piano_roll_png(sequence, sequence.total_time, f"{self.primer_id}: primer")
+        return write_files(storage.child(self.out_root, PRIMERS), PRIMERS, self.primer_id, sequence, png, self.audio)
+
+    def write(self, result, n: int, rank: int | None) -> dict:
+        """Candidate ``n``'s MIDI, piano roll and WAV, and its index entry."""
+        sequence = melody_to_sequence(result.melody, self.tempo, self.primer.program, result.primer_steps,
+                                      self.continuation_only)
+        primer_end = 0.0 if self.continuation_only else result.primer_steps * self.step_seconds
+        title = (f"{self.primer_id} #{n}" + (f", rank {rank}" if rank is not None else "")
+                 + f" (ll {result.log_likelihood:.1f})")
+        files = write_files(storage.child(self.out_root, self.primer_id), self.primer_id, f"{n:03d}", sequence,
+                            piano_roll_png(sequence, primer_end, title), self.audio)
+        return {"candidate": n, **files, "log_likelihood": result.log_likelihood, "steps": len(result.melody),
+                "primer_steps": result.primer_steps, "notes": len(sequence.notes)}
 
 
 def load_primer(url: str, window: PrimerWindow | None = None) -> Primer:

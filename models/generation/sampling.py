@@ -1,7 +1,9 @@
 """Melody generation from a bundle: temperature sampling and Magenta-style beam search, batched.
 
 All outputs of one primer advance together: ``num_outputs × beam_size × branch_factor`` sequences
-form one batch per forward step, with LSTM (and attention-window) state carried between steps.
+form one batch per forward step, with state carried between steps: LSTM (and attention-window) state
+for the RNN configs, cached keys and values for ``music_transformer`` (its
+``IncrementalDecoder``).  A stepper has ``zero_state``, ``step`` and ``reorder`` (select batch rows).
 
 Beam search follows Magenta's ``beam_search``: every iteration branches each beam ``branch_factor``
 times, samples ``steps_per_iteration`` steps per branch, and keeps the ``beam_size`` branches with the
@@ -45,9 +47,14 @@ class GenerationOptions:
 
 @dataclass
 class GeneratedMelody:
-    melody: Any  # note_seq.Melody including the primer
+    melody: Any  # note_seq.Melody including the primer, in the primer's key and register
     primer_steps: int
     log_likelihood: float
+    shift: int = 0  # semitones that moved the primer into the model's range and key (undone in ``melody``)
+
+    def model_events(self) -> list[int]:
+        """The events as the model produced them (in its range and key), for scoring under the model."""
+        return [e + self.shift if e >= 0 else e for e in self.melody]
 
 
 class _Stepper:
@@ -102,6 +109,22 @@ class _Stepper:
         logits, new_state = self._step(x, state)
         return np.asarray(logits), [np.asarray(s) for s in new_state]
 
+    @staticmethod
+    def reorder(state: list, indices) -> list:
+        return [s[indices] for s in state]
+
+
+def make_stepper(model, metadata: dict):
+    """The one-step decoder for a bundle's model: LSTM state or the Transformer's key/value cache."""
+    from melodyflow.models.hparams import TransformerHParams, hparams_from_dict
+
+    hparams = hparams_from_dict(metadata["config"], metadata["hparams"])
+    if isinstance(hparams, TransformerHParams):
+        from melodyflow.models.network.music_transformer import IncrementalDecoder
+
+        return IncrementalDecoder(model, hparams)
+    return _Stepper(model, metadata["hparams"])
+
 
 class MelodyGenerator:
     """A loaded bundle, ready to generate; safe to share between threads."""
@@ -111,7 +134,7 @@ class MelodyGenerator:
         self.metadata = metadata
         self.config = get_config(metadata["config"])
         self.encoder = self.config.encoder_decoder
-        self.stepper = _Stepper(model, metadata["hparams"])
+        self.stepper = make_stepper(model, metadata)
         self._lock = threading.Lock()
 
     def generate(self, primer_melody, options: GenerationOptions, seed_offset: int = 0) -> list[GeneratedMelody]:
@@ -149,7 +172,7 @@ class MelodyGenerator:
         group = len(sequences) // options.num_outputs
         for i in range(options.num_outputs):
             idx = i * group + int(np.argmax(scores[i * group:(i + 1) * group]))
-            best.append(GeneratedMelody(sequences[idx], len(primer), float(scores[idx])))
+            best.append(GeneratedMelody(sequences[idx], len(primer), float(scores[idx]), shift))
         for result in best:
             result.melody.transpose(-shift)
         return best
@@ -168,22 +191,21 @@ class MelodyGenerator:
                 seq.append(self.encoder.class_index_to_event(choice, seq))
         return state
 
-    @staticmethod
-    def _branch(sequences, state, scores, factor):
+    def _branch(self, sequences, state, scores, factor):
         if factor == 1:
             return sequences, state, scores
         seqs = [copy.deepcopy(s) for s in sequences for _ in range(factor)]
-        return seqs, [np.repeat(s, factor, axis=0) for s in state], np.repeat(scores, factor)
+        rows = np.repeat(np.arange(len(sequences)), factor)
+        return seqs, self.stepper.reorder(state, rows), np.repeat(scores, factor)
 
-    @staticmethod
-    def _prune(sequences, state, scores, options):
+    def _prune(self, sequences, state, scores, options):
         """Keep the best ``beam_size`` branches within each output's group."""
         group = len(sequences) // options.num_outputs
         keep = []
         for i in range(options.num_outputs):
             ranked = np.argsort(-scores[i * group:(i + 1) * group], kind="stable")[:options.beam_size]
             keep += [i * group + int(r) for r in ranked]
-        return [sequences[k] for k in keep], [s[keep] for s in state], scores[keep]
+        return [sequences[k] for k in keep], self.stepper.reorder(state, keep), scores[keep]
 
 
 _CACHE: dict[str, MelodyGenerator] = {}

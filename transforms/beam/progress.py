@@ -60,9 +60,10 @@ class ProgressWatcher:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        if not exc[0]:
-            try:
-                self._poll()
-            except Exception:  # noqa: BLE001
-                pass
+        if exc[0]:  # the job failed, maybe because the store is down: its re-run removes the whole directory
+            return
+        try:
+            self._poll()
+        except Exception:  # noqa: BLE001
+            pass
         storage.remove_tree(self._dir)

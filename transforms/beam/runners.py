@@ -6,8 +6,12 @@ tries to download the Prism runner, which offline costs time and logs a scary ex
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from melodyflow.transforms.beam.worker_deaths import fail_jobs_whose_worker_dies
+from melodyflow.transforms.io.storage import StorageError
 
 RUNNERS = ("direct", "dask", "dataflow")
 
@@ -116,6 +120,7 @@ class RunnerConfig:
             from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
             bind_grpc_to_loopback()
+            fail_jobs_whose_worker_dies()
             return FnApiRunner()
         if self.runner == "dask":
             try:
@@ -165,3 +170,27 @@ def finish(result) -> None:
         cluster = getattr(result, "local_cluster", None)
         if cluster is not None:
             cluster.close()
+
+
+# How a worker's StorageError reads inside the runner's error: the last traceback line, maybe followed by
+# Beam's note of the step it ran in.
+_STORAGE_FAILURE = re.compile(r"StorageError: (.+?)(?: \[while running '[^\n]*'\])?$", re.MULTILINE)
+
+
+def storage_failure_in(text: str) -> str | None:
+    """The message of a ``StorageError`` reported inside a runner's error text, if there is one."""
+    found = _STORAGE_FAILURE.findall(text)
+    return found[-1].strip() if found else None
+
+
+def run(pipeline) -> None:
+    """Run ``pipeline`` to the end.  A storage failure in a worker reaches the driver as the runner's own
+    error, with the worker's traceback as its text (multi-processing, Dask): it is raised as the one-line
+    ``StorageError`` it was, so callers treat an outage alike on every runner."""
+    try:
+        finish(pipeline.run())
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it carries a storage failure
+        failure = storage_failure_in(str(exc))
+        if failure is None:
+            raise
+        raise StorageError(failure) from None

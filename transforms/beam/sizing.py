@@ -67,8 +67,9 @@ class Execution:
     why: str
 
     def describe(self, runner: str) -> str:
-        where = "in this process, without Beam" if self.in_process else f"on Beam's {runner} runner"
-        return f"{where} with {self.workers} worker(s) ({self.why})"
+        if self.in_process:
+            return f"in this process, without Beam ({self.why})"
+        return f"on Beam's {runner} runner with {self.workers} worker(s) ({self.why})"
 
 
 def plan_execution(requested: int | None, runner: str, single_worker_s: float, scaling: LocalScaling,
@@ -83,6 +84,6 @@ def plan_execution(requested: int | None, runner: str, single_worker_s: float, s
     if requested:
         return Execution(requested, requested == 1 and small, "as requested")
     if small:
-        return Execution(1, True, f"about {single_worker_s:.1f} s of work, too little to gain from more "
-                                  "processes; --workers N overrides")
+        return Execution(1, True, f"about {single_worker_s:.1f} s of work: too little to gain from Beam's "
+                                  "worker processes; --workers N overrides")
     return Execution(cpus, cpus == 1, f"about {single_worker_s:.0f} s of single-worker work")

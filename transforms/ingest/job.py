@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from melodyflow.transforms.beam import progress
-from melodyflow.transforms.beam.runners import RunnerConfig, finish
+from melodyflow.transforms.beam.runners import RunnerConfig, run
 from melodyflow.transforms.beam.work_order import spread
 from melodyflow.transforms.ingest import batches
 from melodyflow.transforms.ingest.steps import (CHUNK_FILES, Chunk, ChunkConverter, ChunkLayout,  # noqa: F401
@@ -105,5 +105,5 @@ def run_ingest_pipeline(plan: batches.IngestPlan, runner: RunnerConfig,
         build_ingest_pipeline(pipeline, plan, template.address if template else None)
         with progress.ProgressWatcher(storage.join(plan.batch_dir, progress.PROGRESS_DIR), len(plan.files),
                                       on_progress):
-            finish(pipeline.run())
+            run(pipeline)
     return publish_batch(plan, started)

@@ -24,7 +24,9 @@ import fsspec  # noqa: E402
 T = TypeVar("T")
 
 _RETRIES_ENV = "MELODYFLOW_STORAGE_RETRIES"
-_DEFAULT_RETRIES = 4
+_DEFAULT_RETRIES = 8
+_DEADLINE_ENV = "MELODYFLOW_STORAGE_DEADLINE_S"
+_DEFAULT_DEADLINE_S = 30.0
 _BACKOFF_S = 0.5
 
 # Secrets that can ride along in URLs, headers or library error messages.
@@ -68,17 +70,27 @@ def storage_options_for(url: str) -> dict:
     """Default fsspec options for ``url``'s protocol; points gcsfs at the emulator when one is set."""
     proto = protocol_of(url)
     if proto in ("gs", "gcs"):
+        from melodyflow.transforms.io import gcs
+
+        options: dict = {"requests_timeout": gcs.request_timeout()}
         emulator = os.environ.get("STORAGE_EMULATOR_HOST")
         if emulator:
             if not emulator.startswith("http"):
                 emulator = "http://" + emulator
-            return {"endpoint_url": emulator, "token": "anon"}
+            options.update(endpoint_url=emulator, token="anon")
+        return options
     return {}
 
 
 def filesystem(url: str) -> fsspec.AbstractFileSystem:
-    """The (cached) fsspec filesystem for ``url``."""
-    return fsspec.filesystem(protocol_of(url), **storage_options_for(url))
+    """The (cached) fsspec filesystem for ``url``.  ``gs://`` gets gcsfs with one attempt per request
+    (see :mod:`melodyflow.transforms.io.gcs`): :func:`retrying` is the only retry layer."""
+    proto = protocol_of(url)
+    if proto in ("gs", "gcs"):
+        from melodyflow.transforms.io import gcs
+
+        return gcs.SingleAttemptGCSFileSystem(**storage_options_for(url))
+    return fsspec.filesystem(proto, **storage_options_for(url))
 
 
 def join(base: str, *parts: str) -> str:
@@ -126,11 +138,8 @@ def redact(text: str) -> str:
 
 
 def default_retries() -> int:
-    """Retries after a failed storage call (``MELODYFLOW_STORAGE_RETRIES``, default 4).
-
-    On ``gs://`` each of these wraps gcsfs's own five retries, so the default rides out an outage of
-    about two minutes before failing.
-    """
+    """At most this many retries after a failed storage call (``MELODYFLOW_STORAGE_RETRIES``, default 8);
+    with the default deadline, the deadline is what binds."""
     raw = os.environ.get(_RETRIES_ENV, str(_DEFAULT_RETRIES))
     try:
         value = int(raw)
@@ -141,30 +150,72 @@ def default_retries() -> int:
     return value
 
 
+def default_deadline_s() -> float:
+    """Seconds after its first attempt within which a failing storage call gives up
+    (``MELODYFLOW_STORAGE_DEADLINE_S``, default 30; 0: no retries)."""
+    raw = os.environ.get(_DEADLINE_ENV, str(_DEFAULT_DEADLINE_S))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{_DEADLINE_ENV} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{_DEADLINE_ENV} must be >= 0, got {value}")
+    return value
+
+
+def _attempt_bound_s(url: str) -> float:
+    """The longest one failing attempt can take: the socket timeouts on ``gs://``; local calls do not
+    hang.  Other protocols bring their own timeouts (unknown here: 0, so one attempt may overrun)."""
+    if protocol_of(url) in ("gs", "gcs"):
+        from melodyflow.transforms.io import gcs
+
+        return gcs.ATTEMPT_BOUND_S
+    return 0.0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc).strip():  # fsspec's and asyncio's say nothing
+        return f"{type(exc).__name__}: no answer in time"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def retrying(what: str, url: str, fn: Callable[[], T], retries: int | None = None) -> T:
-    """Run an I/O call with bounded exponential backoff; the final error names the URL.
+    """Run an I/O call with exponential backoff (0.5 s, 1 s, 2 s, …) within a deadline; the final error
+    is one line that names the URL.
 
     Answers about the object itself (missing, forbidden, a directory) are raised at once, unwrapped:
     retrying cannot change them, and callers treat them as a property of that one file.  Anything else
-    is a fault of the store or the network; once retries are spent it becomes a ``StorageError``,
-    which callers must let stop the run rather than record a file as bad.
+    is a fault of the store or the network.  It is retried while another attempt (its backoff plus the
+    longest a failing attempt can take) still ends within :func:`default_deadline_s` of the first one,
+    and at most :func:`default_retries` times; then it becomes a ``StorageError``, which callers must let
+    stop the run rather than record a file as bad.  An attempt that is making progress is never cut
+    short: the deadline bounds failing, not working.
     """
     retries = default_retries() if retries is None else retries
+    deadline_s, bound_s = default_deadline_s(), _attempt_bound_s(url)
+    started = time.monotonic()
     delay = _BACKOFF_S
-    for attempt in range(retries + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return fn()
         except _ANSWERS:
             raise
         except Exception as exc:  # noqa: BLE001 - storage backends raise anything
             if isinstance(exc, OSError) and str(exc).startswith("Forbidden"):  # gcsfs's 403
-                raise PermissionError(redact(f"{what} {url}: {exc}")) from None
-            if attempt == retries:
-                raise StorageError(redact(
-                    f"{what} {url} failed after {retries + 1} attempts: {type(exc).__name__}: {exc}")) from None
+                raise PermissionError(_one_line(redact(f"{what} {url}: {exc}"))) from None
+            elapsed = time.monotonic() - started
+            if attempt > retries or elapsed + delay + bound_s > deadline_s:
+                tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+                raise StorageError(_one_line(redact(f"{what} {url} failed after {tries} in {elapsed:.1f} s: "
+                                                    f"{_describe(exc)}"))) from None
             time.sleep(delay)
             delay *= 2
-    raise AssertionError("unreachable")
 
 
 def local_path(url: str) -> str:
@@ -289,6 +340,20 @@ def exists(url: str) -> bool:
     return retrying("checking", url, lambda: fs.exists(url))
 
 
+def probe(url: str) -> None:
+    """One cheap request to ``url``'s store, retried like any call: raises ``StorageError`` when the
+    store cannot be reached, so a run can fail in one line before it starts anything.  Whether ``url``
+    exists does not matter.  On ``gs://`` a listing of at most one entry; elsewhere an existence check."""
+    fs = filesystem(url)
+    try:
+        if protocol_of(url) in ("gs", "gcs"):
+            retrying("listing", url, lambda: fs.ls(url, detail=False, max_results=1))
+        else:
+            retrying("checking", url, lambda: fs.exists(url))
+    except FileNotFoundError:
+        pass
+
+
 def list_dir(url: str) -> list[str]:
     """Immediate children of ``url`` as URLs (empty when it does not exist)."""
     fs = filesystem(url)
@@ -301,11 +366,22 @@ def list_dir(url: str) -> list[str]:
 
 
 def remove_tree(url: str) -> None:
+    """Remove ``url`` and everything under it.  On an object store each object is removed (and retried) on
+    its own: one recursive call makes a request per object, and a single faulty request among hundreds
+    would otherwise fail (and repeat) the whole call."""
     fs = filesystem(url)
     fs.invalidate_cache()
     try:
-        if retrying("checking", url, lambda: fs.exists(url)):
+        if not retrying("checking", url, lambda: fs.exists(url)):
+            return
+        if protocol_of(url) == "file":
             retrying("removing", url, lambda: fs.rm(url, recursive=True))
+        else:
+            for path in retrying("listing", url, lambda: fs.find(url)):
+                try:
+                    retrying("removing", path, functools.partial(fs.rm_file, path))
+                except FileNotFoundError:
+                    pass  # an earlier attempt removed it before its answer was lost
     except FileNotFoundError:
         pass
     fs.invalidate_cache()

@@ -2,6 +2,11 @@
 
 Only the data side lives here (what a melody becomes as model input); hyperparameters belong to
 ``models``.  Encoders are note-seq's own classes, so inputs and labels match Magenta's bit for bit.
+
+Model configs that learn from another config's records are aliases (:data:`SHARED_DATASETS`):
+``music_transformer`` reads basic_rnn's examples, so :func:`get_config` answers basic_rnn's data config
+for it and its dataset is ``DATA_ROOT/melodies/basic_rnn`` — built once, shared, and its held-out loss
+directly comparable with basic_rnn's.
 """
 
 from __future__ import annotations
@@ -65,8 +70,14 @@ CONFIGS: dict[str, MelodyConfig] = {
 }
 
 
+# Model config -> the config whose dataset (encoding, labels, records) it trains on.
+SHARED_DATASETS: dict[str, str] = {"music_transformer": "basic_rnn"}
+CONFIG_NAMES: tuple[str, ...] = (*CONFIGS, *SHARED_DATASETS)
+
+
 def get_config(name: str) -> MelodyConfig:
+    """The data config of ``name`` (an alias answers the config whose records it shares)."""
     try:
-        return CONFIGS[name]
+        return CONFIGS[SHARED_DATASETS.get(name, name)]
     except KeyError:
-        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}") from None
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIG_NAMES)}") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -52,14 +53,27 @@ class DatasetSettings:
     format: str = "compact"
     examples_per_shard: int = 20000
     max_shards: int = 256
+    # Limits per sequence, enforced by running extraction in an isolated child (``guard.py``); a sequence
+    # over either is dead-lettered (``timeout``, ``out_of_memory``) and the build goes on.  0 s turns the
+    # time limit (and the child) off.  Not part of the fingerprint: they decide only which pathological
+    # sequences are dropped, and the dead letters name each one.
+    sequence_timeout_s: float = 60.0
+    memory_limit_mb: int = 4096
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.sequence_timeout_s) and self.sequence_timeout_s >= 0):
+            raise ValueError(f"sequence_timeout_s must be >= 0 (0: no limit), got {self.sequence_timeout_s}")
+        if self.memory_limit_mb < 256:
+            raise ValueError(f"memory_limit_mb must be at least 256, got {self.memory_limit_mb}")
         if not 0.0 <= self.eval_ratio <= 1.0:
             raise ValueError(f"eval_ratio must be within [0, 1], got {self.eval_ratio}")
         if self.format not in FORMATS:
             raise ValueError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
         if self.melody.steps_per_quarter != self.config.steps_per_quarter:
             raise ValueError("melody steps_per_quarter must match the config's")
+
+    def limits(self) -> dict:
+        return {"sequence_timeout_s": self.sequence_timeout_s, "memory_limit_mb": self.memory_limit_mb}
 
     def describe(self) -> dict:
         return {"config": self.config.name, "format": self.format, "eval_ratio": self.eval_ratio,
@@ -172,7 +186,11 @@ def up_to_date(plan: DatasetPlan) -> dict | None:
 
 
 def open_dataset(data_root: str, config_name: str) -> dict:
-    """The ``info.json`` of a completed dataset; refuses one without its marker."""
+    """The ``info.json`` of a completed dataset; refuses one without its marker.  A config that shares
+    another's records (``music_transformer``) opens that one's dataset."""
+    from melodyflow.transforms.melodies.configs import get_config
+
+    config_name = get_config(config_name).name
     out_dir = storage.join(data_root, MELODIES_DIR, config_name)
     if stage_contract.read_marker(out_dir) is None:
         raise IncompleteDatasetError(
@@ -210,6 +228,11 @@ def _bucket_order(bucket: str) -> int:
     return int(bucket[1:].split(",", 1)[0])
 
 
+def dead_letters_url(plan: DatasetPlan) -> str:
+    """One JSON line per sequence that yielded nothing: ``id``, ``split``, ``reason``, ``error``."""
+    return storage.join(plan.data_root, "dead_letters", f"melodies-{plan.settings.config.name}.jsonl")
+
+
 def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]], elapsed_s: float) -> dict:
     """Write stats.json, info.json and the marker (last), after checking counts agree."""
     partial_url = storage.join(plan.out_dir, PARTIAL_STATS)
@@ -223,13 +246,16 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
     total: Counter[str] = Counter()
     for split in SPLITS:
         total.update(counters[split])
-    failures_url = None
+    failures_url: str | None = dead_letters_url(plan)
     if failures:
-        failures_url = storage.join(plan.data_root, "dead_letters", f"melodies-{plan.settings.config.name}.jsonl")
-        storage.write_text(failures_url, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
+        storage.write_text(dead_letters_url(plan), "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
+    else:  # an older build's dead letters must not be taken for this one's
+        storage.remove_tree(dead_letters_url(plan))
+        failures_url = None
     stats = {"per_split": counters, "total": dict(sorted(total.items())),
              "melody_lengths_in_bars": histograms, "pitch_counts": pitches,
-             "failures": len(failures), "failures_file": failures_url}
+             "failures": len(failures), "failures_file": failures_url,
+             "failure_reasons": dict(sorted(Counter(f.get("reason", "extraction_error") for f in failures).items()))}
     storage.write_text(storage.join(plan.out_dir, STATS), json.dumps(stats, indent=2, sort_keys=True))
     config = plan.settings.config
     info = {
@@ -243,6 +269,7 @@ def finalize_dataset(plan: DatasetPlan, shard_counts: dict[str, dict[str, int]],
         "steps_per_quarter": config.steps_per_quarter,
         "format": plan.settings.format,
         "settings": plan.settings.describe(),
+        "limits": plan.settings.limits(),
         "counts": {split: sum(shard_counts[split].values()) for split in SPLITS},
         "sequences": {split: counters[split].get("sequences_read", 0) for split in SPLITS},
         "shards": {split: sorted(u.rsplit("/", 1)[-1] for u in shard_counts[split]) for split in SPLITS},

@@ -173,8 +173,6 @@ def _transpose(sequence, amount: int):
 
 def sequence_to_melodies(sequence, settings: MelodySettings) -> tuple[list[ExtractedMelody], Counter, Counter]:
     """All melodies of one NoteSequence, with Magenta's counters and the length histogram."""
-    from note_seq import events_lib, melodies_lib, sequences_lib
-
     stats: Counter = Counter({"sequences_read": 1})
     histogram: Counter = Counter()
     if not sequence.notes:
@@ -186,6 +184,8 @@ def sequence_to_melodies(sequence, settings: MelodySettings) -> tuple[list[Extra
         stats["sequences_discarded_because_too_large"] += 1
         stats["sequences_without_melodies"] += 1
         return [], stats, histogram
+    from note_seq import events_lib, melodies_lib, sequences_lib  # after the refusal: a second of imports
+
     out: list[ExtractedMelody] = []
     for sub_index, subsequence in enumerate(sequences_lib.split_note_sequence_on_time_changes(sequence)):
         try:

@@ -6,36 +6,43 @@ run it on Beam's workers and count in Beam's metrics.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from melodyflow.transforms.beam import progress
-from melodyflow.transforms.beam.runners import RunnerConfig, finish
+from melodyflow.transforms.beam.runners import RunnerConfig, run
 from melodyflow.transforms.beam.work_order import spread
 from melodyflow.transforms.beam.writes import WriteJsonLines, join_writes
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.melodies.dataset import PARTIAL_STATS, SPLITS, DatasetPlan
+from melodyflow.transforms.melodies import units as unit_work
 from melodyflow.transforms.melodies.steps import (SEQUENCES_PER_UNIT, OutputShardWriter, UnitExtractor,  # noqa: F401
-                                                  WorkUnit, partial_records, plan_units, prepare_dataset_dir,
-                                                  publish_dataset, sum_stats)
+                                                  WorkUnit, failure_order, partial_records, plan_units,
+                                                  prepare_dataset_dir, publish_dataset, sum_stats)
+from melodyflow.transforms.sandbox import fork_template
 
 
 class ExtractMelodyExamplesDoFn(beam.DoFn):
-    """One work unit → staged examples (:class:`~melodyflow.transforms.melodies.steps.UnitExtractor`);
-    yields its failure records and ``(split, (counters, histogram))`` sums."""
+    """One work unit → staged examples (:class:`~melodyflow.transforms.melodies.steps.UnitExtractor`,
+    within the per-sequence limits); yields its dead letters and ``(split, (counters, histogram))`` sums."""
 
-    def __init__(self, plan: DatasetPlan):
-        self._extractor = UnitExtractor(plan)
+    def __init__(self, plan: DatasetPlan, template: str | None = None):
+        """``template``: the address of the job's fork template when workers share the driver's machine."""
+        self._extractor = UnitExtractor(plan, template)
 
     def setup(self):
         self._extractor.setup()
 
+    def teardown(self):
+        self._extractor.close()
+
     def process(self, unit: WorkUnit):
         for output in self._extractor.extract(unit):
             if isinstance(output, dict):
-                Metrics.counter("dataset", "sequences_failed").inc()
+                Metrics.counter("dataset", f"dead_letters_{output['reason']}").inc()
             else:
                 Metrics.counter("dataset", "examples").inc(output[1][0].get("examples_written", 0))
             yield output
@@ -54,12 +61,14 @@ class MergeStagedExamplesDoFn(beam.DoFn):
         yield url, records
 
 
-def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
-    """Units → staged examples + stats; then each output shard from its staging files (after all units)."""
+def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan, template: str | None = None) -> None:
+    """Units → staged examples + stats; then each output shard from its staging files (after all units).
+
+    ``template``: the address of the job's fork template (see :func:`extraction_template_for`)."""
     stats = (
         pipeline
         | "ListWorkUnits" >> beam.Create(spread(plan_units(plan), seed=plan.fingerprint))
-        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan))
+        | "ExtractMelodies" >> beam.ParDo(ExtractMelodyExamplesDoFn(plan, template))
     )
     shards = (
         pipeline
@@ -75,11 +84,20 @@ def build_dataset_pipeline(pipeline: beam.Pipeline, plan: DatasetPlan) -> None:
         | "PartialRecords" >> beam.FlatMap(partial_records)
     )
     partial = (
-        (summed, failures | "FailureOrder" >> beam.Map(lambda r: {**r, "order": f"z-{r['id']}"}))
+        (summed, failures | "FailureOrder" >> beam.Map(failure_order))
         | "AllStats" >> beam.Flatten()
         | "WritePartialStats" >> WriteJsonLines(storage.join(plan.out_dir, PARTIAL_STATS), "order")
     )
     join_writes(shards, partial)
+
+
+def extraction_template_for(plan: DatasetPlan, runner: RunnerConfig):
+    """One fork template for every worker's extraction child when the workers run on this machine and
+    a time limit is set (see :mod:`melodyflow.transforms.sandbox.fork_template`); started at once, since
+    every unit needs a child."""
+    if not (plan.settings.sequence_timeout_s and runner.workers_on_this_machine and fork_template.SUPPORTED):
+        return contextlib.nullcontext(None)
+    return fork_template.ParserTemplate([unit_work.prepare_child], start_now=True)
 
 
 def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=lambda done, total: None) -> dict:
@@ -90,8 +108,9 @@ def run_dataset_pipeline(plan: DatasetPlan, runner: RunnerConfig, on_progress=la
     started = time.monotonic()
     prepare_dataset_dir(plan)
     pipeline = beam.Pipeline(runner=runner.make_runner(), options=runner.pipeline_options())
-    build_dataset_pipeline(pipeline, plan)
-    with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
-                                  on_progress):
-        finish(pipeline.run())
+    with extraction_template_for(plan, runner) as template:
+        build_dataset_pipeline(pipeline, plan, template.address if template else None)
+        with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
+                                      on_progress):
+            run(pipeline)
     return publish_dataset(plan, started)

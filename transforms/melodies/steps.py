@@ -13,33 +13,18 @@ import heapq
 import json
 import math
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from melodyflow.transforms.beam import progress
 from melodyflow.transforms.io import storage
-from melodyflow.transforms.io.sharded_staging import (STAGING_DIR, json_lines, shard_index, shard_name,
-                                                      split_staged_record, staged_record, write_shard)
-from melodyflow.transforms.io.tfrecord import encode_records, encode_records_in_pieces, iter_records_from_blocks
-from melodyflow.transforms.melodies.dataset import (PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset,
-                                                    sequence_examples)
-
-
-SEQUENCES_PER_UNIT = 256  # NoteSequences per Beam element: enough work to amortize per-element costs
-
-
-@dataclass(frozen=True)
-class WorkUnit:
-    """Every ``parts``-th record of one input shard, starting at ``part``: a unit of parallel work whose
-    layout depends on the input only (never on the runner), and which covers the shard however many
-    records it turns out to hold."""
-
-    index: int
-    shard_url: str
-    part: int
-    parts: int
+from melodyflow.transforms.io.sharded_staging import (STAGING_DIR, json_lines, shard_name, split_staged_record,
+                                                      write_shard)
+from melodyflow.transforms.io.tfrecord import encode_records_in_pieces, iter_records_from_blocks
+from melodyflow.transforms.melodies import units as unit_work
+from melodyflow.transforms.melodies.dataset import PARTIAL_STATS, SPLITS, DatasetPlan, finalize_dataset
+from melodyflow.transforms.melodies.guard import UnitGuard
+from melodyflow.transforms.melodies.units import SEQUENCES_PER_UNIT, WorkUnit
 
 
 def plan_units(plan: DatasetPlan) -> list[WorkUnit]:
@@ -59,67 +44,48 @@ def shard_count_url(plan: DatasetPlan, split: str, shard: int) -> str:
 
 
 def staging_dir(plan: DatasetPlan, split: str, shard: int) -> str:
-    return storage.join(plan.out_dir, STAGING_DIR, f"{split}-{shard:05d}")
+    return unit_work.staging_dir(plan.out_dir, split, shard)
 
 
 class UnitExtractor:
-    """One work unit → its examples in staging files (one per split and output shard), and its stats.
+    """One work unit → its examples in staging files (one per split and output shard), and its stats,
+    under the per-sequence limits of :class:`~melodyflow.transforms.melodies.guard.UnitGuard` (the unit's
+    work itself is :func:`~melodyflow.transforms.melodies.units.extract_unit`).
 
     Examples never travel between steps: a runner holds at most a unit's examples, whatever the corpus
-    size.  Stats are small: ``(split, (counters, histogram))`` pairs and failure records (dicts).
+    size.  Stats are small: ``(split, (counters, histogram))`` pairs and dead letters (dicts with a
+    ``reason``).  Call :meth:`setup` before the first unit and :meth:`close` after the last.
     """
 
-    def __init__(self, plan: DatasetPlan):
-        self._plan = plan
-        self._settings = plan.settings
+    def __init__(self, plan: DatasetPlan, template: str | None = None):
+        """``template``: the address of the job's fork template when workers share the driver's machine."""
+        self._job = unit_work.unit_job(plan.settings, plan.out_dir, {s: plan.num_shards(s) for s in SPLITS})
         self._progress_dir = storage.join(plan.out_dir, progress.PROGRESS_DIR)
-        self._num_shards = {split: plan.num_shards(split) for split in SPLITS}
+        self._template = template
+        self._guard: UnitGuard | None = None
 
     def setup(self) -> None:
-        from melodyflow.transforms.melodies import extraction_compiled
+        self._guard = UnitGuard(self._job, self._template)
 
-        extraction_compiled.warm_up()
+    def close(self) -> None:
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
 
     def extract(self, unit: WorkUnit) -> list:
-        """The unit's failure records (dicts) and ``(split, (counters, histogram))`` sums."""
-        staged: dict[tuple[str, int], list[bytes]] = {}
-        sums: dict[str, tuple[Counter, Counter]] = {split: (Counter(), Counter()) for split in SPLITS}
-        out: list = []
-        done = 0
-        for serialized in iter_records_from_blocks(storage.iter_blocks(unit.shard_url), source=unit.shard_url,
-                                                   start=unit.part, step=unit.parts):
-            done += 1
-            try:
-                split, examples, stats, histogram = sequence_examples(serialized, self._settings)
-            except Exception as exc:  # noqa: BLE001 - one bad sequence must not stop the build
-                out.append(failure_record(serialized, exc))
-                sums["train"][0].update({"sequences_read": 1, "sequences_failed": 1})
-                continue
-            for key, record in examples:
-                shard = shard_index(key, self._num_shards[split])
-                staged.setdefault((split, shard), []).append(staged_record(key, record))
-            sums[split][0].update(stats)
-            sums[split][1].update(histogram)
-        for (split, shard), items in staged.items():
-            url = storage.join(staging_dir(self._plan, split, shard), f"unit-{unit.index:06d}.tfrecord")
-            items.sort()  # keys first: sorted staged records let the shard writer merge without holding them
-            storage.write_bytes(url, encode_records(items), durable=False)
-        out += [(split, (dict(counters), dict(histogram))) for split, (counters, histogram) in sums.items()
+        """The unit's dead letters (dicts) and ``(split, (counters, histogram))`` sums."""
+        assert self._guard is not None, "UnitExtractor.setup() first"
+        result = self._guard.run(unit)
+        out: list = list(result.failures)
+        out += [(split, (dict(counters), dict(histogram))) for split, (counters, histogram) in result.sums.items()
                 if counters]
-        progress.report(self._progress_dir, done)
+        progress.report(self._progress_dir, result.sequences)
         return out
 
 
-def failure_record(serialized: bytes, exc: Exception) -> dict:
-    from note_seq import NoteSequence
-
-    try:
-        seq_id = NoteSequence.FromString(serialized).id
-    except Exception:  # noqa: BLE001
-        seq_id = "<unparseable>"
-    return {"kind": "failure", "split": "train", "id": seq_id,
-            "error": storage.redact(f"{type(exc).__name__}: {exc}"),
-            "traceback": storage.redact(traceback.format_exc(limit=5))}
+def failure_order(record: dict) -> dict:
+    """A dead letter with its sort key in the partial stats (by id, then reason: same order on every path)."""
+    return {**record, "order": f"z-{record['id']}\t{record['reason']}"}
 
 
 class OutputShardWriter:
@@ -195,10 +161,13 @@ def run_dataset_in_process(plan: DatasetPlan,
     extractor = UnitExtractor(plan)
     extractor.setup()
     outputs: list = []
-    with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
-                                  on_progress):
-        for unit in plan_units(plan):
-            outputs += extractor.extract(unit)
+    try:
+        with progress.ProgressWatcher(storage.join(plan.out_dir, progress.PROGRESS_DIR), plan.num_sequences,
+                                      on_progress):
+            for unit in plan_units(plan):
+                outputs += extractor.extract(unit)
+    finally:
+        extractor.close()
     writer = OutputShardWriter(plan)
     for split in SPLITS:
         for shard in range(plan.num_shards(split)):
@@ -207,6 +176,6 @@ def run_dataset_in_process(plan: DatasetPlan,
     for split, sums in (o for o in outputs if not isinstance(o, dict)):
         per_split.setdefault(split, []).append(sums)
     records = [r for split, sums in per_split.items() for r in partial_records((split, sum_stats(sums)))]
-    records += [{**r, "order": f"z-{r['id']}"} for r in outputs if isinstance(r, dict)]
+    records += [failure_order(r) for r in outputs if isinstance(r, dict)]
     storage.write_text(storage.join(plan.out_dir, PARTIAL_STATS), json_lines(records, "order"))
     return publish_dataset(plan, started)

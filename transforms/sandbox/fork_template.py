@@ -18,9 +18,10 @@ connection (a ``SOCK_SEQPACKET`` socket, one message per request):
 
 Nothing outlives its owner: the template exits when the driver closes (or loses) the lifeline pipe, and
 each child is killed by the kernel if the template dies (``PR_SET_PDEATHSIG``).  Anything that goes
-wrong on the client's side raises :class:`TemplateUnavailable`, and :class:`~melodyflow.transforms.sandbox.isolated_worker.
-IsolatedWorker` falls back to starting its own interpreter.  Linux only (``SOCK_SEQPACKET``, fd passing,
-``prctl``); elsewhere every worker starts its own parser, as before.
+wrong on the client's side raises :class:`TemplateUnavailable`, and
+:class:`~melodyflow.transforms.sandbox.isolated_worker.IsolatedWorker` falls back to starting its own
+interpreter.  Linux only (``SOCK_SEQPACKET``, fd passing, ``prctl``); elsewhere every worker starts its
+own parser, as before.
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ class ParserTemplate:
             listen_fd = self._listener.fileno()
             try:
                 self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "melodyflow.transforms.sandbox.fork_template", str(listen_fd), str(lifeline_r),
-                     *self._prepare],
+                    [sys.executable, "-m", "melodyflow.transforms.sandbox.fork_template", str(listen_fd),
+                     str(lifeline_r), *self._prepare],
                     pass_fds=(listen_fd, lifeline_r), env=child_interpreter_env(), stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL)
             except OSError:  # e.g. out of processes: workers are refused and start their own parsers

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from melodyflow.transforms.sandbox.fork_template import ForkedChild, TemplateUnavailable, child_interpreter_env, fork_child
+from melodyflow.transforms.sandbox.fork_template import (ForkedChild, TemplateUnavailable, child_interpreter_env,
+                                                        fork_child)
 
 
 class IsolatedCallError(Exception):
@@ -61,10 +62,11 @@ class Limits:
 class IsolatedWorker:
     """Calls module-level functions in a child process, one at a time.
 
-    The child is forked from the job's parser template (:mod:`melodyflow.transforms.sandbox.fork_template`) when ``template``
-    names one and it answers, or else a fresh interpreter (``python -m melodyflow.transforms.sandbox.call_loop``) talking
-    over two pipes — not ``multiprocessing``'s spawn, which re-imports the caller's ``__main__`` and so
-    breaks under scripts, notebooks and Beam's worker harness.  It starts lazily and restarts after a
+    The child is forked from the job's parser template (:mod:`melodyflow.transforms.sandbox.fork_template`)
+    when ``template`` names one and it answers, or else a fresh interpreter (``python -m
+    melodyflow.transforms.sandbox.call_loop``) talking over two pipes — not ``multiprocessing``'s spawn,
+    which re-imports the caller's ``__main__`` and so breaks under scripts, notebooks and Beam's worker
+    harness.  It starts lazily and restarts after a
     timeout or crash.
     """
 
@@ -154,13 +156,29 @@ class IsolatedWorker:
         self._proc = self._inbox = self._outbox = None
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in the child, within the worker's time limit."""
+        return self._call(fn, args, kwargs, self._limits.timeout_s, None)
+
+    def call_watched(self, watchdog: Callable[[], str | None], tick_s: float, fn: Callable[..., Any],
+                     *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in the child, with no overall time limit: every ``tick_s`` while it
+        runs, ``watchdog()`` decides.  A message from it kills the child and raises
+        :class:`CallTimedOut` with that message.  For calls that do many items, each with its own limit
+        (the watchdog reads which item the child is on, e.g. from a
+        :class:`~melodyflow.transforms.sandbox.progress_slot.ProgressSlot`)."""
+        return self._call(fn, args, kwargs, tick_s, watchdog)
+
+    def _call(self, fn: Callable[..., Any], args: tuple, kwargs: dict, wait_s: float,
+              watchdog: Callable[[], str | None] | None) -> Any:
         self._ensure_running()
         assert self._inbox is not None and self._outbox is not None
         try:
             self._outbox.send((fn, args, kwargs))
-            if not self._inbox.poll(self._limits.timeout_s):
-                self._kill()
-                raise CallTimedOut(f"gave up after {self._limits.timeout_s:g} s")
+            while not self._inbox.poll(wait_s):
+                verdict = f"gave up after {wait_s:g} s" if watchdog is None else watchdog()
+                if verdict:
+                    self._kill()
+                    raise CallTimedOut(verdict)
             reply = self._inbox.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError) as exc:
             code = None

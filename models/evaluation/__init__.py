@@ -1,0 +1,1 @@
+"""Evaluation: held-out metrics, per-melody features, set comparison, copy detection, ranking."""
