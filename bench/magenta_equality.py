@@ -7,7 +7,9 @@ For each config and model size, with Magenta itself (``../shared/tools/magenta-r
 its ``setup.sh``): convert a few dozen Nottingham tunes, build the config's dataset (``--eval_ratio=0.0``),
 train ``--steps`` steps, save a bundle with ``melody_rnn_generate --save_generator_bundle``, and generate
 greedily (``--temperature=0.001``) from each primer.  With melodyflow: ``melodyflow import-magenta`` the
-``.mag``, ``melodyflow generate`` from the same primer at the same temperature, and compare
+``.mag``, ``melodyflow generate`` from the same primer greedily (``--temperature 0``: exactly the most likely
+event; at 0.001 Magenta still draws, and where two events are nearly tied it can take the second — the
+table then says where and how likely that was), and compare
 
 - ``max |dp|``: every next-step probability over primer + Magenta's continuation (all 128 steps), Magenta's
   session (``_magenta_probe.py``, run in Magenta's venv) against the imported Keras model; ``tune |dp|``: the
@@ -224,7 +226,7 @@ def compare(magenta: Magenta, config: str, size: str, mag: str, primer_name: str
     out = os.path.join(work, f"melodyflow-{primer_name}")
     shutil.rmtree(out, ignore_errors=True)
     index = melodyflow("generate", imported, "--output", out, "--primer-melody",
-                       json.dumps(magenta_effective_primer(primer)), "--temperature", "0.001",
+                       json.dumps(magenta_effective_primer(primer)), "--temperature", "0",
                        "--num-outputs", "1", "--num-steps", str(NUM_STEPS), "--qpm", str(QPM), log=log)
     ours_midi = os.path.join(out, index["primers"][0]["outputs"][0]["midi"])
     events, tune = events_of(ref_midi), magenta.tune()
@@ -241,7 +243,24 @@ def compare(magenta: Magenta, config: str, size: str, mag: str, primer_name: str
             "melodyflow_vs_exact": float(max(np.max(np.abs(p_ours - exact)), np.max(np.abs(p_tune_ours - exact_tune)))),
             "notes_magenta": len(ref_notes), "notes_melodyflow": len(our_notes),
             "generated_notes": sum(1 for n in ref_notes if n[1] >= primer_end - 1e-9),
-            "greedy_equal": ref_notes == our_notes, "magenta_notes": ref_notes, "melodyflow_notes": our_notes}
+            "greedy_equal": ref_notes == our_notes, "magenta_notes": ref_notes, "melodyflow_notes": our_notes,
+            "first_difference": first_difference(events, events_of(ours_midi), p_ref)}
+
+
+def first_difference(magenta_events: list[int], melodyflow_events: list[int], p_ref) -> dict | None:
+    """Where the two melodies part, and how close Magenta's two most likely events were there: at temperature
+    0.001 Magenta still draws, and takes the second of two events whose log-probabilities differ by ``gap``
+    with probability ``1 / (1 + exp(gap / 0.001))``."""
+    import math
+
+    import numpy as np
+
+    step = next((i for i, (a, b) in enumerate(zip(magenta_events, melodyflow_events)) if a != b), None)
+    if step is None or step == 0:
+        return None
+    top = np.sort(p_ref[step - 1])[::-1]
+    gap = float(math.log(top[0] / top[1]))
+    return {"step": step, "log_gap": gap, "p_second_at_0.001": 1.0 / (1.0 + math.exp(min(gap / 0.001, 700.0)))}
 
 
 def print_table(rows: list[dict]) -> None:
@@ -252,6 +271,11 @@ def print_table(rows: list[dict]) -> None:
               f"{r['max_abs_dp']:>9.2e} {r['tune_max_abs_dp']:>9.2e} {r['magenta_vs_exact']:>8.1e} "
               f"{r['melodyflow_vs_exact']:>8.1e} {r['notes_magenta']:>5}/{r['notes_melodyflow']:<4} "
               f"{r['generated_notes']:>9}  {'yes' if r['greedy_equal'] else 'NO'}")
+        if r["first_difference"]:
+            d = r["first_difference"]
+            print(f"{'':>13} first difference at step {d['step']}: the two most likely events' log-probabilities "
+                  f"differ by {d['log_gap']:.4f}, so at temperature 0.001 Magenta draws the second with "
+                  f"probability {d['p_second_at_0.001']:.3f}")
 
 
 def main() -> int:
