@@ -179,7 +179,7 @@ def test_import_reproduces_magentas_probabilities_and_greedy_melody(config, tmp_
     assert np.max(np.abs(keras_softmax(result["bundle"], inputs) - graph.softmax(inputs))) < 1e-5
 
     generator = load_generator(str(tmp_path / "out"))
-    greedy = GenerationOptions(num_outputs=1, num_steps=STEPS, temperature=0.001)
+    greedy = GenerationOptions(num_outputs=1, num_steps=STEPS, temperature=0)
     # C major, and D major high up: basic_rnn and lookback_rnn move it to C in their range and back after.
     for primer in ([60, -2, 62, -2, 64, -2, 65, -2], [86, -2, 88, -2, 90, -2, 91, -2, 93, -1]):
         expected = reference_greedy(graph, config, primer, STEPS)
@@ -335,3 +335,52 @@ def test_import_to_object_storage(gcs_bucket, tmp_path):
     assert result["bundle"] == f"{gcs_bucket}/models/mono/bundles/v0001"
     _, meta = load_bundle(f"{gcs_bucket}/models/mono")
     assert meta["config"] == "mono_rnn" and meta["source"]["sha256"] == result["sha256"]
+
+
+def test_temperature_zero_is_exactly_greedy_where_a_tiny_temperature_still_draws(tmp_path):
+    """Magenta's greedy is --temperature=0.001, which still samples between near-tied events; 0 never does."""
+    from melodyflow.models.generation.primers import primer_from_events
+    from melodyflow.models.generation.sampling import GenerationOptions, load_generator
+
+    tensors = magenta_tensors("basic_rnn", seed=4)
+    tensors["fully_connected/weights"][:, :2] = 0.0  # no event (class 0) and note-off (class 1) tie exactly,
+    tensors["fully_connected/biases"][:2] = 20.0  # far above every note
+    generator = load_generator(import_magenta(write_mag(tmp_path / "tie.mag", "basic_rnn", tensors),
+                                              str(tmp_path / "out"))["out"])
+    primer = primer_from_events([60, -2, 62]).melody
+
+    def continuation(temperature: float, seed: int) -> list[int]:
+        (result,) = generator.generate(primer, GenerationOptions(num_outputs=1, num_steps=24,
+                                                                 temperature=temperature, seed=seed))
+        return list(result.melody)[3:]
+
+    assert all(continuation(0, seed) == [-2] * 21 for seed in range(3))  # the first of the tied events, always
+    assert any(-1 in continuation(0.001, seed) for seed in range(3))
+
+
+@pytest.mark.slow
+def test_imported_bundle_is_evaluated_and_fine_tuned_like_a_trained_one(tmp_path):
+    import midi_factory
+    from support import write_corpus
+    from test_training import build_data
+
+    from melodyflow.models.bundles.bundle import load_bundle
+    from melodyflow.models.evaluation.heldout import heldout_metrics
+    from melodyflow.models.training.fine_tune import fine_tune_hparams, open_parent
+    from melodyflow.models.training.loop import TrainSettings, train
+    from melodyflow.transforms.melodies.dataset import open_dataset
+
+    corpus = write_corpus(tmp_path / "corpus", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(8)})
+    data = build_data(corpus, tmp_path / "data", configs=("basic_rnn",), eval_ratio=0.5)
+    imported = import_magenta(write_mag(tmp_path / "b.mag", "basic_rnn", magenta_tensors("basic_rnn", seed=6)),
+                              str(tmp_path / "imported"))["bundle"]
+    model, meta = load_bundle(imported)
+    metrics = heldout_metrics(model, meta, open_dataset(data, "basic_rnn"))
+    assert metrics["melodies"] > 0 and np.isfinite(metrics["loss"]) and metrics["same_dataset_as_training"] is False
+
+    hparams = fine_tune_hparams(open_parent(str(tmp_path / "imported")), {"batch_size": 4})
+    child = train(data, str(tmp_path / "child"), TrainSettings(config="basic_rnn", num_training_steps=1,
+                                                               init_from=str(tmp_path / "imported")), hparams)
+    child_meta = json.loads(open(os.path.join(child.bundle, "bundle.json")).read())
+    assert (child.start_step, child.step) == (0, 1) and child_meta["lineage"] == [imported]
+    assert child_meta["parent"]["url"] == imported and child_meta["hparams"]["rnn_layer_sizes"] == [12, 10]

@@ -7,7 +7,7 @@ import json
 
 from melodyflow.flows.cli import output
 from melodyflow.flows.cli.command import Command, UsageError
-from melodyflow.flows.cli.options import add_audio_arg, add_setting, at_least, positive_float
+from melodyflow.flows.cli.options import add_audio_arg, add_setting, at_least, non_negative_float, positive_float
 from melodyflow.models.generation.sampling import GenerationOptions
 
 
@@ -17,8 +17,9 @@ def add_sampling_args(parser: argparse.ArgumentParser, defaults: type = Generati
                 help="melodies per primer")
     add_setting(parser, "--num-steps", defaults, "num_steps", type=at_least(1), metavar="N",
                 help="total length in 16th-note steps, primer included")
-    add_setting(parser, "--temperature", defaults, "temperature", type=positive_float,
-                help="softmax temperature; >1 more random, <1 more conservative")
+    add_setting(parser, "--temperature", defaults, "temperature", type=non_negative_float,
+                help="softmax temperature; >1 more random, <1 more conservative, 0 greedy (the most likely "
+                     "event at every step)")
 
 
 def add_window_args(parser: argparse.ArgumentParser, whole_file_note: str = "") -> None:

@@ -93,6 +93,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def seconds_or_zero(text: str) -> float:
     """Seconds >= 0, where 0 turns a limit off (``--sequence-timeout``, ``--storage-deadline``)."""
     try:

@@ -5,8 +5,8 @@ The config comes from the bundle's generator id (Magenta's config name) or, for 
 outputs mean the same.  Layer sizes come from the checkpoint's shapes; the other hparams (used only to
 fine-tune) are Magenta's defaults for the config unless overridden.  The weights are mapped by
 :mod:`~melodyflow.models.bundles.magenta_weights`, and every import checks itself: the Keras model's
-probabilities on a probe melody must equal Magenta's equations (computed from the raw tensors) within
-:data:`SELF_CHECK_TOLERANCE`.
+probabilities on a probe melody must equal Magenta's equations (computed exactly from the raw tensors)
+within :data:`SELF_CHECK_TOLERANCE`, and the difference is recorded in ``bundle.json``.
 
 Output: ``OUT/bundles/v0001/{bundle.json, model.weights.h5}`` and ``OUT/bundles/LATEST`` — the layout
 ``melodyflow train`` writes, so every command that takes a bundle or a RUN_DIR takes it.  It appears
@@ -33,7 +33,10 @@ from melodyflow.transforms.io import storage
 from melodyflow.transforms.melodies.configs import CONFIGS, MelodyConfig
 
 IMPORTABLE = ("basic_rnn", "mono_rnn", "lookback_rnn")
-SELF_CHECK_TOLERANCE = 1e-5
+# A mapping error (a gate out of order, the forget bias lost) moves probabilities by 1e-2 or more; float32
+# rounding, even where a model amplifies it (measured up to 7e-5 for a plain float32 evaluation of a trained
+# basic_rnn), stays far below this, so a correct import is never refused for it.
+SELF_CHECK_TOLERANCE = 1e-3
 VERSION = "v0001"
 # A melody that touches rests, repeats and leaps: every config's encoder turns it into a probe input.
 PROBE_EVENTS = (60, -2, 62, -2, 64, -1, 65, -2, 67, -2, -2, -2, 72, 71, -2, 69, 67, -1, -2, -2,

@@ -31,7 +31,7 @@ class GenerationError(ValueError):
 class GenerationOptions:
     num_outputs: int = 16
     num_steps: int = 128
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0: greedy, the most likely event at every step
     beam_size: int = 1
     branch_factor: int = 1
     steps_per_iteration: int = 1
@@ -41,8 +41,8 @@ class GenerationOptions:
         if min(self.num_outputs, self.num_steps, self.beam_size, self.branch_factor, self.steps_per_iteration) < 1:
             raise GenerationError("num_outputs, num_steps, beam_size, branch_factor and steps_per_iteration "
                                   "must all be at least 1")
-        if not self.temperature > 0:
-            raise GenerationError("temperature must be positive")
+        if not self.temperature >= 0:
+            raise GenerationError("temperature must be positive, or 0 for greedy generation")
 
 
 @dataclass
@@ -181,6 +181,10 @@ class MelodyGenerator:
         for _ in range(steps):
             x = np.asarray([self.encoder.events_to_input(seq, len(seq) - 1) for seq in sequences], np.float32)
             logits, state = self.stepper.step(x, state)
+            if temperature == 0:  # the limit T -> 0, exactly: no draw, so no near-tied second choice
+                for b, seq in enumerate(sequences):  # (probability 1: scores stay)
+                    seq.append(self.encoder.class_index_to_event(int(np.argmax(logits[b])), seq))
+                continue
             logits = logits / temperature
             logits -= logits.max(axis=1, keepdims=True)
             probs = np.exp(logits)
