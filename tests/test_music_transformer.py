@@ -213,3 +213,8 @@ def test_dataset_and_train_commands_for_music_transformer_share_basic_rnn_record
                           "--eval-every", "3", "--json"], check=True, capture_output=True, text=True).stdout
     result = json.loads(out)
     assert result["step"] == 3 and result["stop_reason"] == "num_training_steps"
+    out = subprocess.run([sys.executable, "-m", "melodyflow.flows.cli", "generate", str(tmp_path / "run"),
+                          "--output", str(tmp_path / "gen"), "--primer-melody", "[60,-2,62,-2]", "--num-outputs",
+                          "2", "--num-steps", "32", "--beam-size", "2", "--branch-factor", "2", "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    assert json.loads(out)["counts"] == {"primers": 1, "ok": 1, "failed": 0, "outputs": 2}
