@@ -112,6 +112,9 @@ def train_melody_model(
             rows.append({"split": split, **{k: round(v, 4) for k, v in metrics.items()}})
     create_table_artifact(key=artifact_key("training-metrics", config), table=rows,
                           description=f"Latest metrics at step {result['step']}")
+    if not result["writes_run"]:  # a non-chief worker of a multi-worker cluster: the chief reports the run
+        get_run_logger().info("Trained as %s: the chief writes the run directory and its bundle", result["role"])
+        return result
     curve_url = storage.join(run_dir, "loss_curve.png")
     curve = loss_curve_png(result["history"], f"{config} — {run_dir}")
     storage.write_bytes(curve_url, curve)

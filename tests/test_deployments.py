@@ -145,3 +145,45 @@ def test_deploy_all_then_a_process_worker_runs_the_nightly_ingestion(tmp_path):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
         shutil.rmtree(tmp_path / "prefect-home", ignore_errors=True)
+
+
+def test_multiworker_training_job_gives_each_pod_its_role_and_a_valid_train_command(tmp_path):
+    """No cluster here: each pod's script runs under sh with the Job's environment and its completion index,
+    against a stand-in `melodyflow` that records TF_CONFIG and its arguments; those are then checked with
+    melodyflow's own TF_CONFIG reading and CLI parser."""
+    import shlex
+
+    from melodyflow.flows.cli.app import build_parser
+    from melodyflow.models.training.cluster import cluster_role
+
+    service, job = yaml.safe_load_all((DEPLOY / "k8s" / "multiworker-training.yaml").read_text())
+    pod = job["spec"]["template"]
+    assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
+    assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["subdomain"] == service["metadata"]["name"]
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    workers = int(env["WORKERS"])
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == workers
+    assert env["JOB_NAME"] == job["metadata"]["name"] and env["SERVICE"] == service["metadata"]["name"]
+    assert int(env["PORT"]) == service["spec"]["ports"][0]["port"] == container["ports"][0]["containerPort"]
+
+    stand_in = tmp_path / "bin" / "melodyflow"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/sh\nprintf "%s\\n" "$TF_CONFIG" > "$RECORD"\nfor a in "$@"; do printf "%s\\n" "$a"'
+                        ' >> "$RECORD"; done\n')
+    stand_in.chmod(0o755)
+    hosts = [f"{env['JOB_NAME']}-{i}.{env['SERVICE']}:{env['PORT']}" for i in range(workers)]
+    for index in range(workers):
+        record = tmp_path / f"pod-{index}.txt"
+        run_env = {**env, "JOB_COMPLETION_INDEX": str(index), "RECORD": str(record),
+                   "PATH": f"{stand_in.parent}:{os.environ['PATH']}"}
+        subprocess.run([*container["command"], *container["args"]], env=run_env, check=True)
+        tf_config, *argv = record.read_text().splitlines()
+        assert json.loads(tf_config)["cluster"]["worker"] == hosts
+        role = cluster_role({"TF_CONFIG": tf_config})
+        assert (role.workers, role.index, role.is_chief) == (workers, index, index == 0)
+        args = build_parser().parse_args(argv)
+        assert (args.command, args.data_root, args.run_dir) == ("train", env["DATA_ROOT"], env["RUN_DIR"]), \
+            shlex.join(argv)

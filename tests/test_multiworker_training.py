@@ -110,3 +110,31 @@ def test_killing_a_worker_then_restarting_both_resumes_from_the_last_checkpoint(
     assert chief["start_step"] >= 10 and chief["start_step"] == worker["start_step"]
     assert chief["step"] == worker["step"] == 60
     assert chief["bundle"].endswith("bundles/v0001")
+
+
+@pytest.mark.slow
+def test_two_melodyflow_train_commands_with_tf_config_train_one_model(data_root, tmp_path):
+    """The CLI as an operator runs it on a cluster: each process its own `melodyflow train` and TF_CONFIG;
+    the non-chief says so and writes nothing into the run directory (no bundle, no loss curve)."""
+    run_dir = str(tmp_path / "run")
+    cluster = _cluster()
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "melodyflow.flows.cli", "train", data_root, run_dir, "--config", "basic_rnn",
+             "--hparams", '{"batch_size": 8, "rnn_layer_sizes": [16]}', "--num-training-steps", "6", "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(out))
+    chief, worker = results
+    assert chief["writes_run"] and not worker["writes_run"]
+    assert "worker 1 of a 2-task cluster" in worker["role"] and worker["bundle"] == ""
+    assert chief["step"] == worker["step"] == 6
+    assert chief["eval_metrics"]["loss"] == pytest.approx(worker["eval_metrics"]["loss"], rel=1e-5)
+    assert chief["loss_curve"] == os.path.join(run_dir, "loss_curve.png") and "loss_curve" not in worker
+    assert sorted(os.listdir(os.path.join(run_dir, "bundles"))) == ["LATEST", "v0001"]

@@ -44,6 +44,9 @@ def show_training(result: dict) -> None:
             print(f"  {split:<5} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if result["divergence_events"]:
         print(f"  recovered from {len(result['divergence_events'])} divergence(s)")
+    if not result.get("writes_run", True):
+        print(f"  as {result['role']}: the chief writes the run directory, its bundle and loss curve")
+        return
     print(f"  bundle      {result['bundle']}")
     print(f"  loss curve  {result['loss_curve']}")
 

@@ -71,6 +71,8 @@ class TrainResult:
     stop_reason: str = STOP_STEPS  # or "time_budget"
     time_budget_s: float | None = None
     parent: dict | None = None  # the bundle this run was fine-tuned from
+    role: str = "single process"  # in a multi-worker cluster: which task, and whether it is the chief
+    writes_run: bool = True  # False on a non-chief worker: the chief alone writes the run directory
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -296,7 +298,8 @@ class Trainer:
                            history=summaries.history, divergence_events=self.guard.events,
                            elapsed_s=round(time.monotonic() - self.started, 3), stop_reason=self.stop_reason,
                            time_budget_s=self.settings.time_budget_s,
-                           parent=self.parent.record() if self.parent else None)
+                           parent=self.parent.record() if self.parent else None,
+                           role=self.role.describe(), writes_run=self.role.is_chief)
 
     def _export(self, step: int) -> str:
         """The bundle's URL; a non-chief worker writes none and returns an empty string."""
