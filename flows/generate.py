@@ -138,6 +138,9 @@ def generate_melodies(
         raise ValueError(f"--keep-best must be between 1 and --num-outputs ({num_outputs}), got {keep_best}")
     bundle_url = resolve_bundle(bundle)
     window = PrimerWindow(primer_bars, primer_start_bar) if primer_bars else None
+    from melodyflow.models.quiet_import import import_tensorflow
+
+    import_tensorflow()  # before anything loads the model, and before the mapped tasks' threads need it
     scoring = ranking_reference_task(bundle_url)
     jobs: list[tuple[str, str | None, list[int] | None]]  # (id, primer file, primer events)
     if primers:
@@ -149,9 +152,6 @@ def generate_melodies(
     else:
         logger.warning("No primer given: generating from a single middle C, as Magenta does")
         jobs = [("middle-c", None, None)]
-    from melodyflow.models.quiet_import import import_tensorflow
-
-    import_tensorflow()  # here, before the mapped tasks' threads need it
     synth = _synthesizer(audio, logger)
     futures = generate_task.map([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
                                 unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),

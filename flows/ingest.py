@@ -119,6 +119,7 @@ def ingest_corpus(
     )
     RunnerConfig(runner=runner, workers=workers or 1, options=dict(runner_options or {}))  # fail before listing
     plan = cast(IngestPlan, plan_batch(source, data_root, settings))  # a sync task returns its value
+    plan.refuse_empty_source()
     summary: dict[str, Any] = {"source": source, "data_root": data_root, "batch_id": plan.batch_id if plan.files else None,
                "batch_dir": plan.batch_dir if plan.files else None}
     if plan.is_empty:

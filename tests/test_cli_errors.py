@@ -113,6 +113,28 @@ def test_debug_shows_the_traceback(tmp_path):
     assert done.returncode == 1 and "Traceback" in done.stderr and "UsageError" in done.stderr
 
 
+@pytest.mark.parametrize("command", ["ingest", "run"])
+def test_source_without_a_readable_file(command, tmp_path, capsys):
+    source = tmp_path / "notes"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "readme.txt").write_text("no music here")
+    assert main([command, str(source), str(tmp_path / "data")]) == 2
+    _one_error_line(capsys, "holds no MIDI, MusicXML or ABC files")
+
+
+def test_remote_source_without_a_readable_file_fails_in_the_flow_without_a_traceback(prefect_harness, tmp_path,
+                                                                                      capsys):
+    """A URL prefix is only listed once, by the flow: the same error, found there, still ends in one line."""
+    from melodyflow.transforms.io import storage
+
+    storage.write_text("memory://empty-source/readme.txt", "no music here")
+    assert main(["ingest", "memory://empty-source", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == ("melodyflow ingest: error: SOURCE memory://empty-source holds no MIDI, "
+                                            "MusicXML or ABC files (1 other file(s) ignored): check the path")
+
+
 # --- with flows: errors found once a stage has run --------------------------------------------------
 
 @pytest.mark.slow

@@ -254,3 +254,18 @@ def test_time_budget_on_the_command_line_reports_the_steps_reached(data_root, tm
     assert result["elapsed_s"] >= 12 and result["step"] >= 0 and result["eval_metrics"]
     bad = subprocess.run(cmd[:-5] + ["--time-budget=0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "positive number of seconds" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_bundle_trained_from_a_relative_data_root_finds_its_dataset_from_any_directory(data_root, tmp_path,
+                                                                                         monkeypatch):
+    """Ranking at generation reads the bundle's training dataset: the bundle must not record a path that
+    only means something in the directory training ran from."""
+    from melodyflow.models.evaluation.ranking import reference_for_bundle
+
+    monkeypatch.chdir(os.path.dirname(data_root))
+    result = train(os.path.basename(data_root), "run", _settings("basic_rnn", 1), debug_hparams("basic_rnn"))
+    monkeypatch.chdir(tmp_path)
+    _, meta = load_bundle(os.path.join(os.path.dirname(data_root), result.bundle))
+    assert meta["dataset"]["url"] == os.path.join(data_root, "melodies", "basic_rnn")
+    reference, why = reference_for_bundle(meta)
+    assert reference is not None, why

@@ -50,15 +50,17 @@ _CHILD_WARNING_FILTERS = ("ignore:Couldn't find ffmpeg:RuntimeWarning",
 class _NoTracebackForStorageFailures(logging.Filter):
     """A storage failure is expected (the store is down) and reported once, in one line, by
     :func:`run_command`: Prefect's run loggers keep their line but lose the traceback, and the Beam
-    workers' reports of it (forwarded to the driver's job service, tracebacks inside the text) are dropped."""
+    workers' reports of it (forwarded to the driver's job service, tracebacks inside the text) are dropped.
+    Input the user must fix (exit status 2) is reported the same way: no traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from melodyflow.transforms.io.storage import StorageError
 
-        failure = bool(record.exc_info) and isinstance(record.exc_info[1], StorageError)  # type: ignore[index]
+        exc = record.exc_info[1] if record.exc_info else None
+        failure = isinstance(exc, StorageError)
         if record.name.startswith("apache_beam"):
             return not (failure or "StorageError: " in record.getMessage())
-        if failure:
+        if failure or (exc is not None and _is_input_error(exc)):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -81,6 +83,15 @@ def quiet_third_party_noise() -> None:
         logging.getLogger(name).addFilter(_NoTracebackForStorageFailures())
 
 
+def _is_input_error(exc: BaseException) -> bool:
+    """Raised by melodyflow for input the user must fix (not a bug: its message says what to do)."""
+    from melodyflow.models.bundles.bundle import BundleError
+    from melodyflow.transforms.ingest.batches import EmptySourceError
+    from melodyflow.transforms.melodies.dataset import IncompleteDatasetError, NoInputError
+
+    return isinstance(exc, (UsageError, EmptySourceError, NoInputError, IncompleteDatasetError, BundleError))
+
+
 def exit_status(exc: BaseException) -> int | None:
     """2 for a bad invocation or input the user must fix, 1 for a storage outage, None otherwise."""
     from melodyflow.flows.local_server import ServerStartError
@@ -90,12 +101,7 @@ def exit_status(exc: BaseException) -> int | None:
 
     if isinstance(exc, (StorageError, ServerStartError, WorkerDied)):
         return 1
-    if isinstance(exc, (UsageError, ValueError, FileNotFoundError)):
-        return 2
-    from melodyflow.models.bundles.bundle import BundleError
-    from melodyflow.transforms.melodies.dataset import IncompleteDatasetError, NoInputError
-
-    return 2 if isinstance(exc, (NoInputError, IncompleteDatasetError, BundleError)) else None
+    return 2 if isinstance(exc, (ValueError, FileNotFoundError)) or _is_input_error(exc) else None
 
 
 def error_line(command: str, exc: BaseException) -> str:

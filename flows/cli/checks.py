@@ -55,6 +55,9 @@ def readable_source(source: str, data_root: str | None = None) -> None:
                              "MusicXML or ABC files")
         if not os.path.isdir(path):
             raise UsageError(f"SOURCE {source} is a file: give the directory that holds it")
+        if not _holds_a_readable_file(path):
+            raise UsageError(f"SOURCE {source} holds no MIDI, MusicXML or ABC files: give the directory that "
+                             "holds them")
     else:
         from melodyflow.transforms.io import storage
 
@@ -63,6 +66,13 @@ def readable_source(source: str, data_root: str | None = None) -> None:
     if data_root is not None and _contains(source, data_root):
         raise UsageError(f"DATA_ROOT {data_root} is inside SOURCE {source}: melodyflow would ingest its own "
                          "outputs; put DATA_ROOT outside SOURCE")
+
+
+def _holds_a_readable_file(path: str) -> bool:
+    """Whether any file under ``path`` has an extension ingestion reads; stops at the first one."""
+    from melodyflow.transforms.ingest.convert import format_for_path
+
+    return any(format_for_path(name) for _, _, names in os.walk(path) for name in names)
 
 
 def _contains(outer: str, inner: str) -> bool:

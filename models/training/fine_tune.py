@@ -50,7 +50,7 @@ def open_parent(bundle_or_run_dir: str) -> Parent:
     from melodyflow.transforms.io import storage
 
     url = resolve_bundle(bundle_or_run_dir)
-    return Parent(url=url, metadata=json.loads(storage.read_text(storage.join(url, METADATA))))
+    return Parent(url=storage.absolute(url), metadata=json.loads(storage.read_text(storage.join(url, METADATA))))
 
 
 def fine_tune_hparams(parent: Parent, overrides: str | dict | None) -> AnyHParams:

@@ -315,7 +315,7 @@ class Trainer:
             "transpose_to_key": info["transpose_to_key"], "steps_per_quarter": info["steps_per_quarter"],
             "hparams": self.hparams.to_dict(), "step": step, "eval_metrics": self.summaries.eval_metrics,
             "train_metrics": self.summaries.train_metrics, "learning_rate": float(self.lr_var.numpy()),
-            "dataset": {"url": info["url"], "counts": info["counts"], "format": info["format"],
+            "dataset": {"url": storage.absolute(info["url"]), "counts": info["counts"], "format": info["format"],
                         "fingerprint": info["fingerprint"], "source_batches": info["source_batches"]},
             "divergence_events": self.guard.events, "seed": s.seed, "stop_reason": self.stop_reason,
         }

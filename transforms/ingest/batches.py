@@ -43,6 +43,10 @@ class IncompleteBatchError(stage_contract.IncompleteOutputError):
     """A batch directory has no completion marker: it is being written or its run was killed."""
 
 
+class EmptySourceError(ValueError):
+    """SOURCE holds no file melodyflow reads and nothing was ingested from it before: most likely a wrong path."""
+
+
 @dataclass(frozen=True)
 class IngestPlan:
     """What one ingestion run will do; computed from the listing and completed batches only."""
@@ -56,6 +60,14 @@ class IngestPlan:
     already_ingested: int  # listed files skipped because a completed batch has them
     ignored: int  # listed files with an extension we do not read
     stale_batches: tuple[str, ...]  # incomplete batch dirs removed before this run
+
+    def refuse_empty_source(self) -> None:
+        """A listing with no readable file and no earlier batch from it is a mistake worth stopping for
+        (a typo'd path or an empty bucket prefix), not an up-to-date corpus."""
+        if not self.files and not self.already_ingested:
+            raise EmptySourceError(
+                f"SOURCE {self.source} holds no MIDI, MusicXML or ABC files ({self.ignored} other file(s) ignored): "
+                "check the path")
 
     @property
     def batch_dir(self) -> str:

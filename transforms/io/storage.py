@@ -67,6 +67,11 @@ def protocol_of(url: str) -> str:
     return url.split("://", 1)[0]
 
 
+def absolute(url: str) -> str:
+    """A URL that means the same from any working directory: local relative paths made absolute."""
+    return os.path.abspath(url) if "://" not in url else url
+
+
 def storage_options_for(url: str) -> dict:
     """Default fsspec options for ``url``'s protocol; points gcsfs at the emulator when one is set."""
     proto = protocol_of(url)
