@@ -100,6 +100,7 @@ class IsolatedWorker:
         if self._proc is None:
             self._spawn()
         self._prepared.clear()
+        self._run_prepare(os.getpid)  # the child is up and serving before any call's time limit starts
         if self._prepare is not None:
             self._run_prepare(self._prepare)
 
