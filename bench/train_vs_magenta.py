@@ -128,24 +128,34 @@ def measure(args, scratch: str, seqex: str | None) -> dict[str, list[dict]]:
     return results
 
 
+def _fmt(rate: float) -> str:
+    return f"{rate:.3f}" if rate == rate else "—"  # NaN: the 2N run took no longer than the N run (noise)
+
+
+def _median(values) -> float:
+    finite = [v for v in values if v == v]
+    return statistics.median(finite) if finite else float("nan")
+
+
 def report(results: dict[str, list[dict]], args) -> None:
-    print(f"\n{args.data_root}; pinned to CPU {args.pin}" if args.pin is not None else f"\n{args.data_root}; not pinned")
+    """The table; a repeat whose 2N run was not slower than its N run (load noise) shows "—" and is left out."""
+    print(f"\n{args.data_root}; " + (f"pinned to CPU {args.pin}" if args.pin is not None else "not pinned"))
     print("side | N | marginal steps/s per repeat | median | CPU s per step (median) | start-up s (median) | load")
     print("--- | --- | --- | --- | --- | --- | ---")
     medians = {}
     for name, rows in results.items():
-        rates = [r["steps_s"] for r in rows]
-        medians[name] = statistics.median(rates)
-        print(f"{name} | {rows[0]['steps']} | {', '.join(f'{r:.3f}' for r in rates)} | **{medians[name]:.3f}** | "
-              f"{statistics.median(r['cpu_per_step'] for r in rows):.2f} | "
-              f"{statistics.median(r['startup'] for r in rows):.1f} | "
+        medians[name] = _median(r["steps_s"] for r in rows)
+        print(f"{name} | {rows[0]['steps']} | {', '.join(_fmt(r['steps_s']) for r in rows)} | "
+              f"**{_fmt(medians[name])}** | {_median(r['cpu_per_step'] for r in rows):.2f} | "
+              f"{_median(r['startup'] for r in rows):.1f} | "
               f"{min(r['load'] for r in rows):.1f}–{max(r['load'] for r in rows):.1f}")
     if "Magenta 2.1.4" in results:
         mf, mg = results["melodyflow"], results["Magenta 2.1.4"]
-        per_repeat = ", ".join(f"{a['steps_s'] / b['steps_s']:.2f}x" for a, b in zip(mf, mg))
-        cpu = statistics.median(b["cpu_per_step"] for b in mg) / statistics.median(a["cpu_per_step"] for a in mf)
+        per_repeat = ", ".join(f"{a['steps_s'] / b['steps_s']:.2f}x" if a["steps_s"] == a["steps_s"]
+                               and b["steps_s"] == b["steps_s"] else "—" for a, b in zip(mf, mg))
+        cpu = _median(b["cpu_per_step"] for b in mg) / _median(a["cpu_per_step"] for a in mf)
         print(f"\nmelodyflow / Magenta, marginal steps/s: **{medians['melodyflow'] / medians['Magenta 2.1.4']:.2f}x** "
-              f"(medians); per repeat {per_repeat}; by CPU seconds per step {cpu:.2f}x")
+              f"(medians); per repeat {per_repeat}; by CPU seconds per step **{cpu:.2f}x**")
 
 
 def main() -> None:
