@@ -12,6 +12,8 @@ from melodyflow.models.network.fused_lstm import FusedLSTM
 from melodyflow.models.network.melody_rnn import build_model, masked_metrics
 
 TOL = 1e-5
+# The fused kernel is the CPU path; where TensorFlow sees a GPU the layer is Keras' own (cuDNN) LSTM.
+cpu_only = pytest.mark.skipif(bool(tf.config.list_logical_devices("GPU")), reason="fused kernel is CPU only")
 
 
 def _pair(units: int, inputs: int, seed: int) -> tuple[keras.layers.LSTM, FusedLSTM]:
@@ -32,12 +34,14 @@ def _loss(outputs):
     return sum(tf.reduce_sum(t * tf.sin(3.0 * t + float(k))) for k, t in enumerate(outputs))
 
 
+@cpu_only
 @pytest.mark.parametrize(("batch", "steps", "inputs", "units"), [(3, 7, 5, 4), (2, 33, 38, 16), (1, 1, 4, 3)])
 def test_outputs_states_and_gradients_equal_keras(batch, steps, inputs, units):
     ref, fused = _pair(units, inputs, seed=steps)
     x = tf.constant(np.random.default_rng(1).normal(size=(batch, steps, inputs)).astype(np.float32))
     rng = np.random.default_rng(2)
     h0, c0 = (tf.constant(rng.normal(size=(batch, units)).astype(np.float32)) for _ in range(2))
+    assert fused._fusable(x, None)
     results = []
     for layer in (ref, fused):
         with tf.GradientTape() as tape:
@@ -74,6 +78,7 @@ def test_tensorflows_registered_gradient_would_be_wrong():
     assert not np.allclose(tape.gradient(raw_loss, w).numpy(), tape.gradient(our_loss, w).numpy(), atol=1e-3)
 
 
+@cpu_only
 def test_melody_rnn_training_loss_and_gradients_equal_keras_lstm():
     """The whole basic_rnn model, dropout included (same seed), on a padded batch: same loss and gradients."""
     hp = default_hparams("basic_rnn").override({"rnn_layer_sizes": [24, 16]})
