@@ -1,7 +1,9 @@
 """The Melody RNN as a Keras 3 model: stacked LSTMs → linear logits over the config's classes.
 
-LSTM layers keep Keras' cuDNN-eligible defaults (tanh/sigmoid, no recurrent dropout, not unrolled);
-dropout is applied to each layer's outputs as Magenta's ``DropoutWrapper(output_keep_prob)`` does.
+LSTM layers keep Keras' cuDNN-eligible defaults (tanh/sigmoid, no recurrent dropout, not unrolled), and
+on CPU run a whole sequence as TensorFlow's fused LSTM kernel (:class:`.fused_lstm.FusedLSTM`: Keras'
+weights and results, a faster kernel); dropout is applied to each layer's outputs as Magenta's
+``DropoutWrapper(output_keep_prob)`` does.
 Padding is handled by masking the loss, not the LSTM, which keeps the fast kernel and costs nothing
 because padding only ever follows the real steps.
 
@@ -17,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from melodyflow.models.hparams import HParams
+from melodyflow.models.network.fused_lstm import FusedLSTM
 
 
 @keras.saving.register_keras_serializable(package="melodyflow")
@@ -55,7 +58,7 @@ def build_model(input_size: int, num_classes: int, hparams: HParams) -> keras.Mo
     x = inputs
     rate = 1.0 - hparams.dropout_keep_prob
     for i, units in enumerate(hparams.rnn_layer_sizes):
-        x = keras.layers.LSTM(units, return_sequences=True, name=f"lstm_{i}")(x)
+        x = FusedLSTM(units, return_sequences=True, name=f"lstm_{i}")(x)
         if i == 0 and hparams.attn_length:
             x = WindowedAttention(hparams.attn_length, name="attention")(x)
         if rate > 0:

@@ -13,7 +13,12 @@ import tensorflow as tf
 
 from melodyflow.transforms.io import storage
 
-BUCKET_BOUNDARIES = (64, 128, 192, 256, 384)
+# Training batches group melodies of similar length, so a batch is padded only to its longest melody and
+# that is close to the others. One bucket per 32 steps (2 bars of 4/4): on the demo corpus a batch of 128
+# then averages 206 steps against 225 with boundaries at 64/128/192/256/384, and 436 against 471 on
+# Nottingham (its mean length is 429), where nothing shorter than the melodies themselves is possible.
+# Finer buckets gained under 3% more and hold more partly filled batches in memory.
+BUCKET_BOUNDARIES = tuple(range(32, 512, 32))
 
 
 def cache_root() -> str:
