@@ -44,6 +44,9 @@ DEFAULT_VENV = os.environ.get("MAGENTA_VENV", os.path.join(ROOT, "..", "magenta-
 # absl's "I1201 18:22:33.123456 …] … Global Step = 11, Loss = …" and Prefect's "18:22:33.123 | INFO | … step 11/300".
 _MAGENTA_STEP = re.compile(r"^[IWE]\d{4} (\d\d):(\d\d):(\d\d(?:\.\d+)?) .*Global Step = (\d+), Loss = ([\d.eE+-]+)")
 _MELODYFLOW_STEP = re.compile(r"^(\d\d):(\d\d):(\d\d(?:\.\d+)?) \|.* step (\d+)/\S+ loss ([\d.]+)")
+# The same, and its evaluations ("eval at step 50: loss 1.2345"): a run that stops on an eval loss ends there.
+_MELODYFLOW_STEP_OR_EVAL = re.compile(
+    r"^(\d\d):(\d\d):(\d\d(?:\.\d+)?) \|.* (?:step (?=\d+/)|eval at step )(\d+)(?:/\S+|:) loss ([\d.]+)")
 
 
 @dataclass(frozen=True)
@@ -146,12 +149,16 @@ def melodyflow(*args: str, log: str) -> tuple[dict, list[str], float]:
 
 
 def melodyflow_train(data_root: str, config: str, run_dir: str, hparams: str, log: str,
-                     steps: int | None = None, extra: tuple[str, ...] = ()) -> tuple[dict, Timing]:
-    """``melodyflow train`` (``--num-training-steps steps`` when given; ``extra`` flags as they are)."""
+                     steps: int | None = None, extra: tuple[str, ...] = (),
+                     evals_count: bool = False) -> tuple[dict, Timing]:
+    """``melodyflow train`` (``--num-training-steps steps`` when given; ``extra`` flags as they are).
+    ``evals_count``: training-only time runs to the last evaluation logged (a run that must prove a held-out
+    loss), not to the last step logged."""
     limit = ["--num-training-steps", str(steps)] if steps else []
     result, lines, wall = melodyflow("train", data_root, run_dir, "--config", config, "--hparams", hparams,
                                      *limit, *extra, log=log)
-    train_s, loss = training_seconds(lines, _MELODYFLOW_STEP, result["step"])
+    train_s, loss = training_seconds(lines, _MELODYFLOW_STEP_OR_EVAL if evals_count else _MELODYFLOW_STEP,
+                                     result["step"])
     return result, Timing(steps=result["step"], wall_s=wall, train_s=train_s, last_train_loss=loss)
 
 

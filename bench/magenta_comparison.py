@@ -188,10 +188,11 @@ def main() -> int:
         root = dict(d.split("=", 1) for d in args.data_root).get(corpus) or os.path.join(args.scratch, name, "data")
         prepare_data_root(corpus_dir(corpus), root, configs + ["basic_rnn"], os.path.join(args.scratch, "prepare.log"))
         primers = write_primers(root, os.path.join(args.scratch, name, "primers"), args.primers)
-        rows += [compare(name, config, root, magenta, args, primers) for config in configs]
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(rows, fh, indent=1)
+        for config in configs:
+            rows.append(compare(name, config, root, magenta, args, primers))
+            if args.json:
+                with open(args.json, "w") as fh:
+                    json.dump(rows, fh, indent=1)
     print(f"\nAll rows ({time.monotonic() - started:.0f} s; {os.cpu_count()} cores; hparams {args.hparams}, "
           f"{args.steps} steps on both sides ({args.attention_steps} for attention_rnn); {args.primers} primers x "
           f"{args.num_outputs} outputs of {NUM_STEPS} "
