@@ -31,6 +31,7 @@ one).
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -40,7 +41,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _magenta_reference import (DEFAULT_VENV, NOTTINGHAM, Magenta, imported_heldout, load_average,  # noqa: E402
-                                melodyflow, melodyflow_train, prepare_data_root, write_primers)
+                                melodyflow, melodyflow_train, prepare_data_root, run_logged, write_primers)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 CONFIGS = ("basic_rnn", "lookback_rnn", "attention_rnn")
 HPARAMS = "batch_size=64,rnn_layer_sizes=[64,64],learning_rate=0.005"
@@ -78,6 +81,22 @@ def kept_and_discarded(index: dict, keep: int, out: str) -> tuple[list[float], l
     return kept, discarded, out
 
 
+def magenta_score(work: str, config: str, root: str, primers: list[str], log: str) -> float | None:
+    """Mean score of Magenta's outputs by ``generate``'s formula, the likelihood under Magenta's own (imported)
+    model (``_score_outputs.py``); None for attention_rnn, which does not import."""
+    imported = os.path.join(work, "magenta-imported")
+    if config not in IMPORTABLE or not os.path.isdir(imported):
+        return None
+    groups = []
+    for primer in primers:
+        outs = sorted(glob.glob(os.path.join(work, "magenta-gen", os.path.splitext(os.path.basename(primer))[0],
+                                             "*.mid")))
+        groups.append(f"{primer}:{','.join(outs)}")
+    stdout, _, _ = run_logged([sys.executable, os.path.join(HERE, "_score_outputs.py"), imported, root, config,
+                               *groups], log)
+    return statistics.mean(json.loads(stdout.strip().splitlines()[-1])["scores"])
+
+
 def magenta_side(magenta: Magenta, root: str, config: str, work: str, args: argparse.Namespace,
                  primers: list[str]) -> dict:
     timing = magenta.train(root, config, os.path.join(work, "magenta-run"), args.hparams, args.steps)
@@ -95,7 +114,8 @@ def magenta_side(magenta: Magenta, root: str, config: str, work: str, args: argp
         result, _, _ = melodyflow("evaluate", root, "--config", config, "--generated", gen_glob,
                                   "--output", os.path.join(work, "magenta-gen-evaluation"), log=log)
         via_import = None
-    return {"train_wall_s": timing.wall_s, "train_s": timing.train_s, "loss": session["loss"],
+    return {"score_all": magenta_score(work, config, root, primers, log),
+            "train_wall_s": timing.wall_s, "train_s": timing.train_s, "loss": session["loss"],
             "loss_via_import": via_import, "eval_melodies": session["melodies"], "outputs": len(outputs),
             "generate_s": generate_s, **judged(result)}
 
@@ -122,6 +142,7 @@ def melodyflow_side(root: str, config: str, work: str, args: argparse.Namespace,
             "loss_in_training": result["eval_metrics"].get("loss"), "eval_melodies": every["heldout"]["melodies"],
             "outputs": sum(len(e["outputs"]) for e in index["primers"]), "generate_s": generate_s,
             **judged(every), "kept": judged(best), "score_kept": statistics.mean(kept),
+            "score_all": statistics.mean(kept + discarded),
             "score_discarded": statistics.mean(discarded) if discarded else None}
 
 
@@ -148,8 +169,8 @@ def _f(value, digits: int = 3) -> str:
 
 def print_rows(rows: list[dict]) -> None:
     print("| corpus | config | model | held-out loss | (via import) | similarity | copied.fraction | "
-          "kept: similarity | kept: copied | mean score kept / discarded | train wall s | steps/s | load |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "kept: similarity | kept: copied | mean score: all | kept / discarded | train wall s | steps/s | load |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         for side in ("magenta", "melodyflow"):
             s = r[side]
@@ -159,7 +180,27 @@ def print_rows(rows: list[dict]) -> None:
             name = "Magenta 2.1.4" if side == "magenta" else "melodyflow"
             print(f"| {r['corpus']} | {r['config']} | {name} | {s['loss']:.4f} | {_f(s.get('loss_via_import'), 4)} | "
                   f"{s['similarity']:.3f} | {s['copied']:.3f} | {_f(kept.get('similarity'))} | "
-                  f"{_f(kept.get('copied'))} | {scores} | {s['train_wall_s']:.0f} | {_f(rate, 2)} | {r['load']} |")
+                  f"{_f(kept.get('copied'))} | {_f(s.get('score_all'))} | {scores} |"
+                  f" {s['train_wall_s']:.0f} | {_f(rate, 2)} | {r['load']} |")
+
+
+def rescore(path: str, args: argparse.Namespace) -> None:
+    """Adds the mean scores of all outputs to rows a run without them wrote (from its files in --scratch)."""
+    with open(path) as fh:
+        rows = json.load(fh)
+    roots = dict(d.split("=", 1) for d in args.data_root)
+    for r in rows:
+        work = os.path.join(args.scratch, r["corpus"], r["config"])
+        root = roots.get(r["corpus"]) or os.path.join(args.scratch, r["corpus"], "data")
+        primers = sorted(glob.glob(os.path.join(args.scratch, r["corpus"], "primers", "*.mid")))
+        r["magenta"]["score_all"] = magenta_score(work, r["config"], root, primers, os.path.join(work, "rescore.log"))
+        with open(os.path.join(work, "melodyflow-gen", "index.json")) as fh:
+            index = json.load(fh)
+        scores = [o["score"] for e in index["primers"] for o in e["outputs"]]
+        r["melodyflow"]["score_all"] = statistics.mean(scores)
+    with open(path, "w") as fh:
+        json.dump(rows, fh, indent=1)
+    print_rows(rows)
 
 
 def main() -> int:
@@ -178,7 +219,11 @@ def main() -> int:
     parser.add_argument("--data-root", action="append", default=[], metavar="CORPUS=DIR",
                         help="DATA_ROOT for a corpus (default: SCRATCH/<corpus>/data); ingested and built if needed")
     parser.add_argument("--json", default=None, help="also write every row here")
+    parser.add_argument("--rescore", default=None, metavar="ROWS.json", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rescore:
+        rescore(args.rescore, args)
+        return 0
     magenta = Magenta(os.path.abspath(args.magenta_venv), os.path.join(args.scratch, "magenta.log"))
     os.makedirs(args.scratch, exist_ok=True)
     rows, started = [], time.monotonic()
