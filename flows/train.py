@@ -48,6 +48,7 @@ def train_task(data_root: str, run_dir: str, settings, hparams) -> dict:
     logger = get_run_logger()
     limits = [f"{settings.num_training_steps} steps"] if settings.num_training_steps else []
     limits += [f"{settings.time_budget_s:g} s"] if settings.time_budget_s else []
+    limits += [f"an eval loss of at most {settings.stop_at_eval_loss:g}"] if settings.stop_at_eval_loss else []
     progress_id = cast(UUID, create_progress_artifact(  # a sync call returns its value
         progress=0.0, key=artifact_key("training-progress", settings.config),
         description=f"Training progress towards {' or '.join(limits)}"))
@@ -76,6 +77,9 @@ def train_task(data_root: str, run_dir: str, settings, hparams) -> dict:
     result = train(data_root, run_dir, settings, hparams, progress=on_progress)
     if result.stop_reason == "time_budget":
         logger.info("Time budget of %g s reached at step %d", settings.time_budget_s, result.step)
+    elif result.stop_reason == "eval_loss_reached":
+        logger.info("Eval loss %.4f reached the target %g at step %d", result.eval_metrics["loss"],
+                    settings.stop_at_eval_loss, result.step)
     update_progress_artifact(progress_id, progress=100.0)  # type: ignore[arg-type]
     return result.to_dict()
 
@@ -94,16 +98,19 @@ def train_melody_model(
     seed: int = TrainSettings.seed,
     time_budget_s: float | None = None,
     init_from: str | None = None,
+    stop_at_eval_loss: float | None = None,
 ) -> dict:
     """Train ``config`` on ``DATA_ROOT/melodies/<config>``; checkpoints, TensorBoard and bundles in ``run_dir``.
 
     Resumes from RUN_DIR's latest checkpoint when there is one.  ``time_budget_s`` stops training after
     that many seconds of this run (then a last eval, checkpoint and bundle); ``num_training_steps=None``
     leaves the budget as the only limit.  ``init_from`` (a bundle or RUN_DIR) fine-tunes its weights.
+    ``stop_at_eval_loss`` stops at the first evaluation (every ``eval_every`` steps) whose loss is at most that.
     """
     settings = TrainSettings(config=config, num_training_steps=num_training_steps, eval_every=eval_every,
                              checkpoint_every=checkpoint_every or eval_every, keep_checkpoints=keep_checkpoints,
-                             seed=seed, time_budget_s=time_budget_s, init_from=init_from)
+                             seed=seed, time_budget_s=time_budget_s, init_from=init_from,
+                             stop_at_eval_loss=stop_at_eval_loss)
     hp = resolve_hparams(config, preset, hparams, init_from)
     result = train_task(data_root, run_dir, settings, hp)
     rows = []
@@ -127,7 +134,8 @@ def train_melody_model(
             f"# Training `{config}`", "",
             f"- **Steps:** {result['start_step']} → {result['step']}"
             + (f" (time budget of {result['time_budget_s']:g} s reached)" if result["stop_reason"] == "time_budget"
-               else ""),
+               else f" (eval loss of at most {stop_at_eval_loss:g} reached)"
+               if result["stop_reason"] == "eval_loss_reached" else ""),
             *_lineage_lines(result.get("parent")),
             f"- **Bundle:** {link(storage.join(result['bundle'], 'bundle.json'), result['bundle'])}",
             f"- **TensorBoard:** `tensorboard --logdir {run_dir}`",

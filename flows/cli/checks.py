@@ -98,9 +98,9 @@ def ingested_data_root(data_root: str) -> None:
                          f"`melodyflow ingest SOURCE {data_root}` first")
 
 
-def trainable_dataset(data_root: str, config: str) -> None:
+def trainable_dataset(data_root: str, config: str, needs_eval: str | None = None) -> None:
     """The dataset must be complete and have training examples; an empty eval split is only a warning
-    (training then reports no eval metrics)."""
+    (training then reports no eval metrics), or an error naming ``needs_eval``, the option that needs one."""
     import sys
 
     from melodyflow.transforms.melodies.dataset import open_dataset
@@ -109,6 +109,9 @@ def trainable_dataset(data_root: str, config: str) -> None:
     if not counts["train"]:
         raise UsageError(f"the train split of {data_root}'s {config} dataset is empty ({counts['eval']} eval "
                          "examples): add files with `melodyflow ingest`, or rebuild it with a lower --eval-ratio")
+    if not counts["eval"] and needs_eval:
+        raise UsageError(f"{needs_eval}: the eval split of {data_root}'s {config} dataset is empty; rebuild it "
+                         "with a higher --eval-ratio")
     if not counts["eval"]:
         print(f"melodyflow train: warning: the eval split of {data_root}'s {config} dataset is empty: training "
               "reports no eval metrics", file=sys.stderr)

@@ -38,6 +38,8 @@ def show_dataset(summary: dict) -> None:
 
 def show_training(result: dict) -> None:
     print(f"Trained to step {result['step']} (from {result['start_step']}) in {result['elapsed_s']:.1f} s")
+    if result.get("stop_reason") == "eval_loss_reached":
+        print("  stopped: the eval loss reached --stop-at-eval-loss")
     for split in ("train", "eval"):
         metrics = result[f"{split}_metrics"]
         if metrics:

@@ -37,7 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="require an existing checkpoint to resume from (resuming is automatic "
                              "whenever RUN_DIR has one)")
+    parser.add_argument("--stop-at-eval-loss", type=positive_loss, default=None, metavar="LOSS",
+                        help="stop at the first evaluation (see --eval-every) whose held-out loss, in nats per "
+                             "step, is at most LOSS; then checkpoint and export the bundle as at the end")
     add_training_limit_args(parser)
+
+
+def positive_loss(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive loss in nats per step, not {text}")
+    return value
 
 
 def check_hparams(config: str, preset: str | None, spec: str | None, init_from: str | None = None) -> None:
@@ -50,7 +63,8 @@ def check_hparams(config: str, preset: str | None, spec: str | None, init_from: 
 def check(args: argparse.Namespace) -> None:
     args.config = config_for(args)
     check_hparams(args.config, args.preset, args.hparams, args.init_from)
-    checks.trainable_dataset(args.data_root, args.config)
+    checks.trainable_dataset(args.data_root, args.config,
+                             needs_eval="--stop-at-eval-loss" if args.stop_at_eval_loss else None)
     checks.writable_data_root(args.run_dir, "RUN_DIR")
     if args.resume:
         from melodyflow.transforms.io import storage
@@ -67,7 +81,7 @@ def run(args: argparse.Namespace) -> dict:
         data_root=args.data_root, run_dir=args.run_dir, config=args.config, hparams=args.hparams,
         preset=args.preset or "magenta", num_training_steps=steps, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed,
-        time_budget_s=args.time_budget, init_from=args.init_from)
+        time_budget_s=args.time_budget, init_from=args.init_from, stop_at_eval_loss=args.stop_at_eval_loss)
 
 
 COMMAND = Command(

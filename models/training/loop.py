@@ -24,6 +24,7 @@ __all__ = ["CHECKPOINTS", "DivergenceError", "TrainResult", "TrainSettings", "Tr
 
 STOP_STEPS = "num_training_steps"
 STOP_TIME = "time_budget"
+STOP_EVAL_LOSS = "eval_loss_reached"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class TrainSettings:
     lr_decay_on_divergence: float = 0.5
     time_budget_s: float | None = None  # wall-clock seconds of this call's run, start-up included
     init_from: str | None = None  # a parent bundle (or RUN_DIR) whose weights start a new run
+    # Stop at the first evaluation (every eval_every steps) whose held-out loss is at most this: train "to a
+    # quality" rather than for a number of steps or seconds. The step and time limits still apply.
+    stop_at_eval_loss: float | None = None
     inject_nan_at_step: int | None = None  # fault injection for tests of the guard
 
     def __post_init__(self) -> None:
@@ -53,6 +57,8 @@ class TrainSettings:
             raise ValueError("num_training_steps must be at least 1")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             raise ValueError("the time budget must be a positive number of seconds")
+        if self.stop_at_eval_loss is not None and not 0 < self.stop_at_eval_loss < float("inf"):
+            raise ValueError("the eval loss to stop at must be a positive number (nats per step)")
         if self.max_divergence_recoveries < 0 or self.spike_factor <= 1 or not 0 < self.lr_decay_on_divergence < 1:
             raise ValueError("need max_divergence_recoveries >= 0, spike_factor > 1, 0 < lr_decay < 1")
 
@@ -68,7 +74,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     divergence_events: list[dict] = field(default_factory=list)
     elapsed_s: float = 0.0
-    stop_reason: str = STOP_STEPS  # or "time_budget"
+    stop_reason: str = STOP_STEPS  # or "time_budget", "eval_loss_reached"
     time_budget_s: float | None = None
     parent: dict | None = None  # the bundle this run was fine-tuned from
     role: str = "single process"  # in a multi-worker cluster: which task, and whether it is the chief
@@ -146,6 +152,9 @@ class Trainer:
         self.strategy = choose_strategy()  # first: a multi-worker strategy must precede other TensorFlow ops
         self.role = cluster_role()
         self.info, self.local = open_training_data(self.data_root, s.config)
+        if s.stop_at_eval_loss is not None and not self.local["eval"]:
+            raise ValueError(f"the {s.config} dataset in {self.data_root} has an empty eval split: no eval loss "
+                             "to stop at")
         self.no_event = no_event_label(self.info)
         if s.init_from:
             self._open_parent()
@@ -253,6 +262,8 @@ class Trainer:
             self.step_var.assign(step)
             self.summaries.add(sums)
             self._at_step_end(step, last=step == total)
+            if self.stop_reason == STOP_EVAL_LOSS:
+                break
         return step
 
     def _recover(self, event: dict) -> int:
@@ -270,7 +281,11 @@ class Trainer:
         if step % s.summary_every == 0 or last:
             self._write_train(step)
         if step % s.eval_every == 0 or last:
-            self.summaries.write_eval(step, self.evaluate())
+            metrics = self.evaluate()
+            self.summaries.write_eval(step, metrics)
+            target = s.stop_at_eval_loss
+            if target is not None and metrics and metrics["loss"] <= target and not last:
+                self.stop_reason = STOP_EVAL_LOSS
         if step % s.checkpoint_every == 0 or last:
             self.checkpoints.save()
 
@@ -280,9 +295,10 @@ class Trainer:
         self.summaries.write_train(step, self.settings.num_training_steps, self._learning_rate(step), extra)
 
     def _finish(self, step: int) -> TrainResult:
-        """After a stop between steps (time budget): the last summary, eval and checkpoint; then the bundle."""
+        """After a stop before the step limit (time budget, eval loss reached): the last summary, eval and
+        checkpoint; then the bundle."""
         summaries = self.summaries
-        if self.stop_reason == STOP_TIME:
+        if self.stop_reason != STOP_STEPS:
             if summaries.window_steps:
                 self._write_train(step)
             if summaries.evaluated_at != step:
@@ -321,6 +337,8 @@ class Trainer:
         }
         if s.time_budget_s is not None:
             metadata["time_budget_s"] = s.time_budget_s
+        if s.stop_at_eval_loss is not None:
+            metadata["stop_at_eval_loss"] = s.stop_at_eval_loss
         if self.parent is not None:
             metadata["parent"] = self.parent.record()
             metadata["lineage"] = self.parent.lineage()
