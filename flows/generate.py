@@ -149,7 +149,10 @@ def generate_melodies(
     else:
         logger.warning("No primer given: generating from a single middle C, as Magenta does")
         jobs = [("middle-c", None, None)]
+    from melodyflow.models.generation.outputs import clear_output
     from melodyflow.models.quiet_import import import_tensorflow
+
+    clear_output(output, [j[0] for j in jobs])
 
     import_tensorflow()  # here, before the mapped tasks' threads need it
     synth = _synthesizer(audio, logger)

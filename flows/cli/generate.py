@@ -85,12 +85,12 @@ def primer_events(text: str | None) -> list[int] | None:
 
 
 def check(args: argparse.Namespace) -> None:
-    from melodyflow.models.bundles.bundle import resolve_bundle
+    from melodyflow.models.bundles.bundle import check_bundle
 
     primer_events(args.primer_melody)
     check_window(args)
     check_keep_best(args)
-    resolve_bundle(args.bundle)
+    check_bundle(args.bundle)
 
 
 def run(args: argparse.Namespace) -> dict:
