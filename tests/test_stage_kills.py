@@ -10,6 +10,7 @@ More seeds: ``MELODYFLOW_CRASH_SEEDS=1,2,3,4,5,6,7,8,9,10``; ``-s`` prints where
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -29,6 +30,7 @@ from test_magenta_import import magenta_tensors, write_mag
 SEEDS = [int(s) for s in os.environ.get("MELODYFLOW_CRASH_SEEDS", "11,22,33").split(",")]
 CLI = [sys.executable, "-m", "melodyflow.flows.cli"]
 POLL_S = 0.005
+IMPORT_WRITE_S = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +154,31 @@ def test_generate_killed_while_writing_reruns_to_the_clean_result(trained, cli_e
     assert snapshot(out) == snapshot(clean)
 
 
+def _in_process(args: list[str]) -> None:
+    from melodyflow.flows.cli import main
+
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        assert main(args) == 0
+
+
+@pytest.mark.slow
+def test_generate_over_a_killed_runs_leftovers_equals_the_clean_run(prefect_harness, trained, clean_generation,
+                                                                   tmp_path):
+    """The leftovers a kill can leave, planted on purpose: a temporary file, a candidate that this run's
+    --keep-best discards, and the index of another request (which must not vouch for the files rewritten)."""
+    clean, _ = clean_generation
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    primer_dir = next(p for p in out.iterdir() if p.is_dir() and p.name != "primers")
+    (primer_dir / "001.wav.tmp-4242").write_bytes(b"half a wav")
+    (out / "primers" / f"{primer_dir.name}.mid.tmp-4243").write_bytes(b"half a midi")
+    for n in range(4):
+        (primer_dir / f"{n:03d}.mid").write_bytes(b"another run's candidate")
+    (out / "index.json").write_text('{"primers": []}')
+    _in_process(generate_args(trained, out))
+    assert snapshot(out) == snapshot(clean)
+
+
 # -- evaluate -------------------------------------------------------------------------------------------------
 
 def evaluate_args(trained: dict, out: Path) -> list[str]:
@@ -183,6 +210,20 @@ def test_evaluate_killed_while_writing_reruns_to_the_clean_result(trained, cli_e
     assert snapshot(out) == snapshot(clean)
 
 
+@pytest.mark.slow
+def test_evaluate_over_a_killed_runs_leftovers_equals_the_clean_run(prefect_harness, trained, clean_evaluation,
+                                                                   tmp_path):
+    clean, _ = clean_evaluation
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    (out / "charts" / "pitch_range.png.tmp-4242").write_bytes(b"half a chart")
+    (out / "report.md.tmp-4243").write_text("half a report")
+    (out / "charts" / "a_feature_of_another_run.png").write_bytes(b"stale")
+    (out / "evaluation.json").write_text("{}")
+    _in_process(evaluate_args(trained, out))
+    assert snapshot(out) == snapshot(clean)
+
+
 # -- import-magenta -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -210,7 +251,9 @@ def test_import_killed_while_writing_reruns_to_the_clean_result(mag, cli_env, cl
     parent = tmp_path / "imports"
     parent.mkdir()
     args = ["import-magenta", mag, str(parent / "out")]
-    killed = kill_while_writing(args, cli_env, _import_writing(parent, "out"), window, seed)
+    # The import writes for milliseconds (a build directory, then one rename) before seconds of reporting and
+    # shutdown: kills drawn from the whole window would all land after the rename.
+    killed = kill_while_writing(args, cli_env, _import_writing(parent, "out"), min(window, IMPORT_WRITE_S), seed)
     published = (parent / "out").exists()
     _report("import-magenta", seed, killed, published)
     if published:  # OUT appears by one rename of a complete build directory
