@@ -3,8 +3,6 @@ and a bad invocation fails in one line (exit status 2) before anything is writte
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -47,16 +45,6 @@ def hostile_midi_dir(root: Path, good: int) -> Path:
     return write_corpus(root, files)
 
 
-def cli(*argv: str) -> tuple[int, str, str]:
-    """``melodyflow ARGV`` in this process: exit status, stdout, stderr."""
-    from melodyflow.flows.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(list(argv))
-    return status, out.getvalue(), err.getvalue()
-
-
 def cli_process(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=300)
 
@@ -73,13 +61,12 @@ REASONS = {"corrupt.mid": "not a readable MIDI file", "zero.mid": "empty (0 byte
 
 
 @pytest.mark.slow
-def test_evaluate_generated_judges_the_good_files_and_gives_each_bad_one_a_reason(prefect_harness, trained,
-                                                                                  tmp_path):
+def test_evaluate_generated_judges_the_good_files_and_gives_each_bad_one_a_reason(trained, tmp_path):
     files = hostile_midi_dir(tmp_path / "judged", good=4)
-    status, out, _ = cli("evaluate", trained["data"], "--generated", str(files), "--output", str(tmp_path / "ev"),
-                         "--json")
-    assert status == 0
-    generated = json.loads(out)["generated"]
+    done = cli_process("evaluate", trained["data"], "--generated", str(files), "--output", str(tmp_path / "ev"),
+                       "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    generated = json.loads(done.stdout)["generated"]
     assert generated["count"] == 4
     assert {m["name"] for m in json.loads((tmp_path / "ev" / "evaluation.json").read_text())["melodies"]} == \
         {f"good{i}.mid" for i in range(4)}
@@ -93,14 +80,13 @@ def test_evaluate_generated_judges_the_good_files_and_gives_each_bad_one_a_reaso
 
 
 @pytest.mark.slow
-def test_generate_reports_bad_primers_in_the_index_and_succeeds_with_the_good_ones(prefect_harness, trained,
-                                                                                   tmp_path):
+def test_generate_reports_bad_primers_in_the_index_and_succeeds_with_the_good_ones(trained, tmp_path):
     primers = hostile_midi_dir(tmp_path / "primers", good=2)
-    status, out, _ = cli("generate", trained["run"], "--output", str(tmp_path / "gen"), "--primers", str(primers),
-                         "--primer-bars", "2", "--num-outputs", "2", "--num-steps", "48", "--no-audio", "--json")
-    assert status == 0  # some primers succeeded
+    done = cli_process("generate", trained["run"], "--output", str(tmp_path / "gen"), "--primers", str(primers),
+                       "--primer-bars", "2", "--num-outputs", "2", "--num-steps", "48", "--no-audio", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]  # some primers succeeded
     index = json.loads((tmp_path / "gen" / "index.json").read_text())
-    assert json.loads(out)["counts"] == index["counts"] == {"primers": 7, "ok": 2, "failed": 5, "outputs": 4}
+    assert json.loads(done.stdout)["counts"] == index["counts"] == {"primers": 7, "ok": 2, "failed": 5, "outputs": 4}
     errors = {e["source"].rsplit("/", 1)[-1]: e.get("error") for e in index["primers"] if e["status"] != "ok"}
     assert set(errors) == set(REASONS)
     for name, reason in REASONS.items():
@@ -115,9 +101,11 @@ def test_generate_reports_bad_primers_in_the_index_and_succeeds_with_the_good_on
     only_bad.mkdir()
     for name in ("corrupt.mid", "million-notes.mid"):
         shutil.copy(primers / name, only_bad / name)
-    status, _, err = cli("generate", trained["run"], "--output", str(tmp_path / "none"), "--primers", str(only_bad),
-                         "--num-steps", "48", "--no-audio")
-    assert status == 1 and "error:" in err.strip().splitlines()[-1]
+    done = cli_process("generate", trained["run"], "--output", str(tmp_path / "none"), "--primers", str(only_bad),
+                       "--num-steps", "48", "--no-audio")
+    assert done.returncode == 1 and "melodyflow generate: error: no primer succeeded" in done.stderr, \
+        done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
     index = json.loads((tmp_path / "none" / "index.json").read_text())
     assert index["counts"] == {"primers": 2, "ok": 0, "failed": 2, "outputs": 0}
 

@@ -10,7 +10,6 @@ More seeds: ``MELODYFLOW_CRASH_SEEDS=1,2,3,4,5,6,7,8,9,10``; ``-s`` prints where
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import shutil
@@ -154,16 +153,8 @@ def test_generate_killed_while_writing_reruns_to_the_clean_result(trained, cli_e
     assert snapshot(out) == snapshot(clean)
 
 
-def _in_process(args: list[str]) -> None:
-    from melodyflow.flows.cli import main
-
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        assert main(args) == 0
-
-
 @pytest.mark.slow
-def test_generate_over_a_killed_runs_leftovers_equals_the_clean_run(prefect_harness, trained, clean_generation,
-                                                                   tmp_path):
+def test_generate_over_a_killed_runs_leftovers_equals_the_clean_run(trained, cli_env, clean_generation, tmp_path):
     """The leftovers a kill can leave, planted on purpose: a temporary file, a candidate that this run's
     --keep-best discards, and the index of another request (which must not vouch for the files rewritten)."""
     clean, _ = clean_generation
@@ -175,7 +166,7 @@ def test_generate_over_a_killed_runs_leftovers_equals_the_clean_run(prefect_harn
     for n in range(4):
         (primer_dir / f"{n:03d}.mid").write_bytes(b"another run's candidate")
     (out / "index.json").write_text('{"primers": []}')
-    _in_process(generate_args(trained, out))
+    rerun(generate_args(trained, out), cli_env)
     assert snapshot(out) == snapshot(clean)
 
 
@@ -211,8 +202,7 @@ def test_evaluate_killed_while_writing_reruns_to_the_clean_result(trained, cli_e
 
 
 @pytest.mark.slow
-def test_evaluate_over_a_killed_runs_leftovers_equals_the_clean_run(prefect_harness, trained, clean_evaluation,
-                                                                   tmp_path):
+def test_evaluate_over_a_killed_runs_leftovers_equals_the_clean_run(trained, cli_env, clean_evaluation, tmp_path):
     clean, _ = clean_evaluation
     out = tmp_path / "out"
     shutil.copytree(clean, out)
@@ -220,7 +210,7 @@ def test_evaluate_over_a_killed_runs_leftovers_equals_the_clean_run(prefect_harn
     (out / "report.md.tmp-4243").write_text("half a report")
     (out / "charts" / "a_feature_of_another_run.png").write_bytes(b"stale")
     (out / "evaluation.json").write_text("{}")
-    _in_process(evaluate_args(trained, out))
+    rerun(evaluate_args(trained, out), cli_env)
     assert snapshot(out) == snapshot(clean)
 
 
