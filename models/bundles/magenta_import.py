@@ -173,7 +173,7 @@ def _existing_import(out: str) -> dict | None:
 def _partial_import(out: str) -> bool:
     """``out`` on an object store holds nothing but part of an import's files and no ``LATEST``: what an
     import killed mid-upload leaves (a local import is built aside and renamed, so it leaves none)."""
-    if storage.protocol_of(out) == "file":
+    if storage.protocol_of(out) == "file" or not storage.list_dir(out):
         return False
     ours = {f"{BUNDLES}/{VERSION}/{WEIGHTS}", f"{BUNDLES}/{VERSION}/{METADATA}"}
     return all(rel in ours for rel, _ in storage.walk_files(out))
