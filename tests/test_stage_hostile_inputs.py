@@ -137,6 +137,12 @@ def test_a_damaged_bundle_fails_evaluate_and_generate_in_one_line(trained, tmp_p
         assert_one_line_error(cli_process("evaluate", trained["data"], "--bundle", bundle, "--output", str(out)),
                               message)
         assert not out.exists()
+    other = tmp_path / "other-config"
+    shutil.copytree(trained["bundle"], other)
+    meta = json.loads((other / "bundle.json").read_text())
+    (other / "bundle.json").write_text(json.dumps({**meta, "config": "mono_rnn"}))
+    assert_one_line_error(cli_process("evaluate", trained["data"], "--bundle", str(other), "--output",
+                                      str(tmp_path / "ev-other")), "is a mono_rnn model")
     bundle, message = _damaged_bundles(trained, tmp_path / "gen")["truncated-weights"]
     assert_one_line_error(cli_process("generate", bundle, "--output", str(tmp_path / "gen-out")), message)
     assert not (tmp_path / "gen-out").exists()
