@@ -36,15 +36,16 @@ def _versions(run_dir: str) -> list[int]:
 
 
 def _published_version(run_dir: str) -> int:
-    """The version ``LATEST`` names (0 when none is published)."""
+    """The version ``LATEST`` names (0 when none is published); every existing one if ``LATEST`` is unreadable,
+    so a damaged pointer never costs a finished training run its export."""
     try:
         name = storage.read_text(storage.join(run_dir, BUNDLES, LATEST)).strip()
     except FileNotFoundError:
         return 0
+    except UnicodeDecodeError:
+        name = ""
     m = re.fullmatch(r"v(\d{4,})", name)
-    if m is None:
-        raise BundleError(f"{storage.join(run_dir, BUNDLES, LATEST)} names no bundle version: {name[:40]!r}")
-    return int(m.group(1))
+    return int(m.group(1)) if m else max(_versions(run_dir), default=0)
 
 
 def export_bundle(model, run_dir: str, metadata: dict) -> str:
