@@ -278,3 +278,15 @@ def test_a_partial_import_on_an_object_store_is_redone(mag, gcs_bucket, tmp_path
     assert storage.read_bytes(f"{out}/bundles/v0001/model.weights.h5") == weights.read_bytes()
     assert storage.read_text(f"{out}/bundles/LATEST") == "v0001\n"
     shutil.rmtree(tmp_path / "local")
+
+
+def test_remove_temporaries_takes_only_write_streams_leftovers_in_the_directory_itself(tmp_path):
+    from melodyflow.transforms.io import storage
+
+    for name in ("000.mid.tmp-4242", "000.mid", "notes.tmp-draft", "sub/001.mid.tmp-77"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert storage.remove_temporaries(str(tmp_path)) == 1
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == \
+        ["000.mid", "notes.tmp-draft", "sub/001.mid.tmp-77"]
+    assert storage.remove_temporaries(str(tmp_path / "absent")) == 0
