@@ -128,7 +128,7 @@ def generate_melodies(
     """
     from melodyflow.models.bundles.bundle import resolve_bundle
     from melodyflow.models.generation.gallery import GALLERY, write_gallery
-    from melodyflow.models.generation.primers import PrimerWindow, primer_id
+    from melodyflow.models.generation.primers import PrimerWindow
 
     logger = get_run_logger()
     options = GenerationOptions(num_outputs=num_outputs, num_steps=num_steps, temperature=temperature,
@@ -142,16 +142,10 @@ def generate_melodies(
 
     import_tensorflow()  # before anything loads the model, and before the mapped tasks' threads need it
     scoring = ranking_reference_task(bundle_url)
-    jobs: list[tuple[str, str | None, list[int] | None]]  # (id, primer file, primer events)
-    if primers:
-        found = find_primers(primers)
-        jobs = [(primer_id(rel), url, None) for rel, url in found]
-        logger.info("%d primer file(s) from %s", len(jobs), primers)
-    elif primer_melody:
-        jobs = [("primer-melody", None, list(primer_melody))]
-    else:
-        logger.warning("No primer given: generating from a single middle C, as Magenta does")
-        jobs = [("middle-c", None, None)]
+    jobs = _primer_jobs(primers, primer_melody, logger)
+    from melodyflow.models.generation.outputs import clear_output
+
+    clear_output(output, [j[0] for j in jobs])  # unpublished, and a killed run's leftovers gone, before any write
     synth = _synthesizer(audio, logger)
     futures = generate_task.map([j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
                                 unmapped(bundle_url), unmapped(output), unmapped(options), unmapped(qpm),
@@ -179,6 +173,22 @@ def generate_melodies(
     _publish(index, output)
     index["index"] = storage.join(output, INDEX)
     return index
+
+
+def _primer_jobs(primers: str | None, primer_melody: list[int] | None,
+                 logger) -> list[tuple[str, str | None, list[int] | None]]:
+    """``(primer id, primer file, primer events)`` per primer to generate for."""
+    from melodyflow.models.generation.primers import primer_id
+
+    if primers:
+        jobs: list[tuple[str, str | None, list[int] | None]] = [
+            (primer_id(rel), url, None) for rel, url in find_primers(primers)]
+        logger.info("%d primer file(s) from %s", len(jobs), primers)
+        return jobs
+    if primer_melody:
+        return [("primer-melody", None, list(primer_melody))]
+    logger.warning("No primer given: generating from a single middle C, as Magenta does")
+    return [("middle-c", None, None)]
 
 
 def _synthesizer(audio: bool, logger):

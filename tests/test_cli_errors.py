@@ -135,6 +135,14 @@ def test_remote_source_without_a_readable_file_fails_in_the_flow_without_a_trace
                                             "MusicXML or ABC files (1 other file(s) ignored): check the path")
 
 
+@pytest.mark.parametrize("primers", ["{out}/primers", "{out}/primers/*.mid", "{out}"])
+def test_primers_inside_the_output_they_would_be_removed_from(primers, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", str(tmp_path / "no-bundle"), "--output", str(out),
+                 "--primers", primers.format(out=out)]) == 2
+    _one_error_line(capsys, "is inside --output", "copy them elsewhere first")
+
+
 # --- with flows: errors found once a stage has run --------------------------------------------------
 
 @pytest.mark.slow

@@ -75,6 +75,17 @@ def _holds_a_readable_file(path: str) -> bool:
     return any(format_for_path(name) for _, _, names in os.walk(path) for name in names)
 
 
+def inputs_outside_output(inputs: str | None, output: str, flag: str) -> None:
+    """A stage that rewrites OUT must not read its inputs from inside OUT: it would remove them first."""
+    if not inputs:
+        return
+    wildcards = [inputs.index(c) for c in "*?[" if c in inputs]
+    base = inputs[:min(wildcards)].rsplit("/", 1)[0] or "." if wildcards else inputs
+    if _contains(output, base):
+        raise UsageError(f"{flag} {inputs} is inside --output {output}, which this command rewrites: copy them "
+                         "elsewhere first, or choose another --output")
+
+
 def _contains(outer: str, inner: str) -> bool:
     if _is_local(outer) != _is_local(inner):
         return False

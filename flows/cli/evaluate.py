@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     from melodyflow.flows.evaluate import DEFAULT_SAMPLES
-    from melodyflow.models.bundles.bundle import resolve_bundle
+    from melodyflow.models.bundles.bundle import check_bundle
     from melodyflow.models.evaluation.samples import SampleSettings
     from melodyflow.transforms.melodies.dataset import open_dataset
 
@@ -42,7 +42,10 @@ def check(args: argparse.Namespace) -> None:
     SampleSettings(num_samples=num_samples, num_steps=args.num_steps, seed=args.seed)  # validates
     open_dataset(args.data_root, args.config)
     if args.bundle is not None:
-        resolve_bundle(args.bundle)
+        config = check_bundle(args.bundle)["config"]
+        if config != args.config:
+            raise UsageError(f"--bundle {args.bundle} is a {config} model; evaluate it against a {config} dataset "
+                             f"with --config {config}")
 
 
 def run(args: argparse.Namespace) -> dict:

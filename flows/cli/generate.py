@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from melodyflow.flows.cli import output
+from melodyflow.flows.cli import checks, output
 from melodyflow.flows.cli.command import Command, UsageError
 from melodyflow.flows.cli.options import add_audio_arg, add_setting, at_least, non_negative_float, positive_float
 from melodyflow.models.generation.sampling import GenerationOptions
@@ -85,12 +85,13 @@ def primer_events(text: str | None) -> list[int] | None:
 
 
 def check(args: argparse.Namespace) -> None:
-    from melodyflow.models.bundles.bundle import resolve_bundle
+    from melodyflow.models.bundles.bundle import check_bundle
 
     primer_events(args.primer_melody)
     check_window(args)
     check_keep_best(args)
-    resolve_bundle(args.bundle)
+    checks.inputs_outside_output(args.primers, args.output, "--primers")
+    check_bundle(args.bundle)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -65,6 +65,13 @@ def check(args: argparse.Namespace) -> None:
     check_hparams(args.config, args.preset, args.hparams, args.init_from)
     checks.trainable_dataset(args.data_root, args.config,
                              needs_eval="--stop-at-eval-loss" if args.stop_at_eval_loss else None)
+    if args.init_from:  # another encoding or architecture: one line now, not a failed task later
+        from melodyflow.flows.train import resolve_hparams
+        from melodyflow.models.training.fine_tune import check_compatible, open_parent
+        from melodyflow.transforms.melodies.dataset import open_dataset
+
+        check_compatible(open_parent(args.init_from), args.config, open_dataset(args.data_root, args.config),
+                         resolve_hparams(args.config, args.preset, args.hparams, args.init_from))
     checks.writable_data_root(args.run_dir, "RUN_DIR")
     if args.resume:
         from melodyflow.transforms.io import storage

@@ -35,9 +35,28 @@ def _versions(run_dir: str) -> list[int]:
     return sorted(out)
 
 
+def _published_version(run_dir: str) -> int:
+    """The version ``LATEST`` names (0 when none is published); every existing one if ``LATEST`` is unreadable,
+    so a damaged pointer never costs a finished training run its export."""
+    try:
+        name = storage.read_text(storage.join(run_dir, BUNDLES, LATEST)).strip()
+    except FileNotFoundError:
+        return 0
+    except UnicodeDecodeError:
+        name = ""
+    m = re.fullmatch(r"v(\d{4,})", name)
+    return int(m.group(1)) if m else max(_versions(run_dir), default=0)
+
+
 def export_bundle(model, run_dir: str, metadata: dict) -> str:
-    version = (max(_versions(run_dir), default=0)) + 1
+    """Write the next version after the published one, ``LATEST`` last.  A version directory past ``LATEST``
+    is what a killed export left (``LATEST`` never named it): it is removed and written again, so the re-run
+    gives the version number, and the files, a run without the kill gives."""
+    version = _published_version(run_dir) + 1
     url = storage.join(run_dir, BUNDLES, f"v{version:04d}")
+    for stale in _versions(run_dir):
+        if stale >= version:
+            storage.remove_tree(storage.join(run_dir, BUNDLES, f"v{stale:04d}"))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, WEIGHTS)
         model.save_weights(path)
@@ -59,7 +78,51 @@ def resolve_bundle(bundle_or_run_dir: str) -> str:
     except FileNotFoundError:
         raise BundleError(f"{bundle_or_run_dir} is neither a bundle nor a run directory with a finished "
                           "bundle (train it with `melodyflow train`)") from None
-    return storage.join(bundle_or_run_dir, BUNDLES, name)
+    except UnicodeDecodeError:
+        name = ""
+    url = storage.join(bundle_or_run_dir, BUNDLES, name)
+    if not re.fullmatch(r"v\d{4,}", name) or not storage.exists(storage.join(url, METADATA)):
+        raise BundleError(f"{latest} names {name[:40]!r}, which is not a bundle under {bundle_or_run_dir}/{BUNDLES}: "
+                          "the run directory is damaged")
+    return url
+
+
+REQUIRED_KEYS = ("config", "hparams", "input_size", "num_classes")
+
+
+def read_metadata(url: str) -> dict:
+    """A bundle's ``bundle.json``, or a :class:`BundleError` that says what is wrong with it."""
+    where = storage.join(url, METADATA)
+    try:
+        meta = json.loads(storage.read_text(where))
+    except FileNotFoundError:
+        raise BundleError(f"{url} is not a bundle: it has no {METADATA}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{where} is corrupt: {exc}") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise BundleError(f"{where} is not a bundle's metadata: it lacks {', '.join(missing)}")
+    return meta
+
+
+def check_bundle(bundle_or_run_dir: str) -> dict:
+    """The metadata of a bundle (or a RUN_DIR's latest) whose files are whole, without TensorFlow: a command
+    checks its bundle with this before it starts, so a damaged one fails in one line, not in a task."""
+    import io
+
+    import h5py
+
+    url = resolve_bundle(bundle_or_run_dir)
+    meta = read_metadata(url)
+    where = storage.join(url, WEIGHTS)
+    try:
+        with h5py.File(io.BytesIO(storage.read_bytes(where)), "r"):
+            pass
+    except FileNotFoundError:
+        raise BundleError(f"{url} is incomplete: it has no {WEIGHTS}") from None
+    except OSError as exc:  # h5py's error for truncated or foreign files
+        raise BundleError(f"{where} is corrupt or truncated: {str(exc).splitlines()[0]}") from None
+    return {**meta, "url": url}
 
 
 def load_bundle(bundle_or_run_dir: str):
@@ -67,13 +130,17 @@ def load_bundle(bundle_or_run_dir: str):
     from melodyflow.models.network.registry import build_network
 
     url = resolve_bundle(bundle_or_run_dir)
-    meta = json.loads(storage.read_text(storage.join(url, METADATA)))
+    meta = read_metadata(url)
     model = build_network(meta["input_size"], meta["num_classes"], hparams_from_dict(meta["config"], meta["hparams"]))
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, WEIGHTS)
         with open(path, "wb") as fh:
             fh.write(storage.read_bytes(storage.join(url, WEIGHTS)))
-        model.load_weights(path)
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{storage.join(url, WEIGHTS)} does not load into the model {METADATA} describes: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     meta["url"] = url
     return model, meta
 

@@ -170,6 +170,15 @@ def _existing_import(out: str) -> dict | None:
         return None
 
 
+def _partial_import(out: str) -> bool:
+    """``out`` on an object store holds nothing but part of an import's files and no ``LATEST``: what an
+    import killed mid-upload leaves (a local import is built aside and renamed, so it leaves none)."""
+    if storage.protocol_of(out) == "file" or not storage.list_dir(out):
+        return False
+    ours = {f"{BUNDLES}/{VERSION}/{WEIGHTS}", f"{BUNDLES}/{VERSION}/{METADATA}"}
+    return all(rel in ours for rel, _ in storage.walk_files(out))
+
+
 def _weights_bytes(model) -> bytes:
     with tempfile.TemporaryDirectory(prefix="melodyflow-import-") as tmp:
         path = os.path.join(tmp, WEIGHTS)
@@ -187,6 +196,8 @@ def _write_tree(root: str, weights: bytes, metadata: dict) -> None:
 def write_bundle(out: str, weights: bytes, metadata: dict) -> str:
     """Publish ``OUT/bundles/v0001`` all at once; on any failure nothing is left at ``out``."""
     if storage.protocol_of(out) != "file":
+        if _partial_import(out):
+            storage.remove_tree(out)
         try:
             _write_tree(out, weights, metadata)  # objects appear whole; LATEST, written last, is the marker
         except BaseException:
@@ -197,7 +208,11 @@ def write_bundle(out: str, weights: bytes, metadata: dict) -> str:
     parent = os.path.dirname(target)
     created = [] if os.path.isdir(parent) else [parent]
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.importing-", dir=parent)
+    prefix = f".{os.path.basename(target)}.importing-"
+    for stale in os.listdir(parent):  # a killed import into the same OUT left its build directory
+        if stale.startswith(prefix):
+            shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
     try:
         _write_tree(tmp, weights, metadata)
         os.rename(tmp, target)  # replaces an empty directory; a non-empty one was refused before
@@ -217,7 +232,7 @@ def check_target(out: str, plan: ImportPlan) -> dict | None:
         if (src.get("sha256") == plan.source.sha256 and existing.get("config") == plan.config.name
                 and existing.get("hparams") == plan.hparams.to_dict()):
             return existing
-    if storage.list_dir(out):
+    if storage.list_dir(out) and not _partial_import(out):
         raise MagentaImportError(f"{out} already exists and is not empty; an import never overwrites, "
                                  "choose a new directory")
     return None

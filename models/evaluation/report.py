@@ -114,7 +114,15 @@ def markdown_report(document: dict, chart_names: list[str]) -> str:
 
 
 def write_evaluation(out: str, document: dict, judgement: Judgement, title: str) -> dict[str, str]:
-    """Write charts, the report and ``evaluation.json`` (last); returns their URLs."""
+    """Write charts, the report and ``evaluation.json`` (last); returns their URLs.
+
+    An earlier evaluation in ``out`` is unpublished first (its ``evaluation.json`` removed, then its charts,
+    report and any temporary file a killed run left), so ``out`` never mixes two runs' files.
+    """
+    storage.remove_tree(storage.join(out, RESULT))
+    for stale in (CHARTS, REPORT):
+        storage.remove_tree(storage.join(out, stale))
+    storage.remove_temporaries(out)
     urls = {}
     for feature in ALL_FEATURES:
         if feature.name in judgement.comparisons:

@@ -122,6 +122,21 @@ def generate_for_primer(generator: MelodyGenerator, primer_id: str, primer: Prim
     return {**entry, "status": "ok", "qpm": tempo, "primer_steps": results[0].primer_steps}
 
 
+def clear_output(out_root: str, primer_ids: list[str]) -> None:
+    """Make ``OUT`` ready for a run that writes these primers' files: unpublish it first (``index.json``, the
+    marker, then the gallery), then remove what an earlier or killed run left for these primers (their
+    directories, ``OUT/primers/``, temporary files), so a re-run after a kill writes exactly what a clean
+    run writes and no index ever vouches for files being rewritten."""
+    from melodyflow.models.generation.gallery import GALLERY, INDEX
+
+    storage.remove_tree(storage.join(out_root, INDEX))
+    storage.remove_tree(storage.join(out_root, GALLERY))
+    for primer_id in primer_ids:
+        storage.remove_tree(storage.child(out_root, primer_id))
+    storage.remove_tree(storage.child(out_root, PRIMERS))
+    storage.remove_temporaries(out_root)
+
+
 def _remove_files_of(directory: str, candidates: list[int]) -> None:
     """Files an earlier run into the same OUT wrote for candidates this run discards."""
     for n in candidates:

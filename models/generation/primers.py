@@ -125,6 +125,8 @@ def primer_from_midi(data: bytes, steps_per_quarter: int = 4, window: PrimerWind
 
     from melodyflow.transforms.midi.scan import count_note_ons
 
+    if not data:
+        raise PrimerError("the primer is empty (0 bytes)")
     if len(data) > MAX_PRIMER_BYTES:
         raise PrimerError(f"the primer is {len(data)} bytes, over the {MAX_PRIMER_BYTES}-byte limit")
     notes = count_note_ons(data, MAX_PRIMER_NOTES)
@@ -133,7 +135,10 @@ def primer_from_midi(data: bytes, steps_per_quarter: int = 4, window: PrimerWind
     try:
         sequence = midi_io.midi_to_note_sequence(data)
     except midi_io.MIDIConversionError as exc:
-        raise PrimerError(f"not a readable MIDI file: {exc}") from None
+        why = str(exc).rstrip(": ") or type(exc).__name__  # note-seq's messages may end in an empty reason
+        if "EOFError" in why:
+            why = "the data ends early (a truncated file)"
+        raise PrimerError(f"not a readable MIDI file: {why}") from None
     if sequence.total_time > MAX_PRIMER_SECONDS:
         raise PrimerError(f"the primer lasts {sequence.total_time:.0f} s, over the {MAX_PRIMER_SECONDS:.0f}-s limit")
     qpm = sequence.tempos[0].qpm if sequence.tempos else DEFAULT_QPM

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from melodyflow.models.hparams import AnyHParams, HParamsError, hparams_from_dict
+from melodyflow.transforms.io import storage
 
 ENCODING_KEYS = ("encoding", "input_size", "num_classes", "min_note", "max_note", "transpose_to_key",
                  "steps_per_quarter")
@@ -44,13 +45,10 @@ class Parent:
 
 def open_parent(bundle_or_run_dir: str) -> Parent:
     """The parent's metadata (a bundle URL, or a RUN_DIR's latest bundle); raises BundleError if absent."""
-    import json
+    from melodyflow.models.bundles.bundle import check_bundle
 
-    from melodyflow.models.bundles.bundle import METADATA, resolve_bundle
-    from melodyflow.transforms.io import storage
-
-    url = resolve_bundle(bundle_or_run_dir)
-    return Parent(url=storage.absolute(url), metadata=json.loads(storage.read_text(storage.join(url, METADATA))))
+    metadata = check_bundle(bundle_or_run_dir)
+    return Parent(url=storage.absolute(metadata.pop("url")), metadata=metadata)
 
 
 def fine_tune_hparams(parent: Parent, overrides: str | dict | None) -> AnyHParams:

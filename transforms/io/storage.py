@@ -324,6 +324,25 @@ def write_stream(url: str, produce: Callable[[], Iterable[bytes]], *, durable: b
     retrying("writing", url, upload)
 
 
+_TEMPORARY = re.compile(r".+\.tmp-\d+")  # what write_stream names a local file while it is written
+
+
+def remove_temporaries(url: str) -> int:
+    """Remove the temporary files :func:`write_stream` leaves in a local directory ``url`` (not below it:
+    a stage removes its own subdirectories whole) when its process is killed mid-write; returns how many.
+    A stage calls this before rewriting an output directory, so a re-run after a kill leaves exactly what a
+    clean run leaves.  Object stores have no such files (an upload that did not complete publishes nothing)."""
+    if protocol_of(url) != "file" or not os.path.isdir(local_path(url)):
+        return 0
+    removed = 0
+    with os.scandir(local_path(url)) as entries:
+        for entry in entries:
+            if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                os.remove(entry.path)
+                removed += 1
+    return removed
+
+
 def write_bytes(url: str, data: bytes, *, durable: bool = True) -> None:
     """Write a whole object (see :func:`write_stream` for the guarantees)."""
     write_stream(url, lambda: (data,), durable=durable)
