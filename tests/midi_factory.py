@@ -233,3 +233,13 @@ def huge_file(tracks: int = 16, notes: int = 100_000, *, song_position: bool = F
     note = b"\x00\x90\x3c\x40\x01\x80\x3c\x00"
     body = (b"\x00\xf2\x00\x00" if song_position else b"") + note * notes + b"\x00\xff\x2f\x00"
     return _raw_midi(1, 480, [body] * tracks)
+
+
+def crash_test_corpus(tunes: int, noise: int, noise_seed: int) -> dict[str, bytes]:
+    """The mixed corpus the kill tests run on: melodic tunes, multi-track random files, two broken files and
+    one byte-identical copy (relative path → bytes)."""
+    files = {f"tunes/t{i:03d}.mid": melodic_midi(i) for i in range(tunes)}
+    files.update({f"noise/r{i:02d}.mid": random_midi(noise_seed + i, tracks=2) for i in range(noise)})
+    files.update({"bad/empty.mid": b"", "bad/text.mid": b"not a midi file\n", "tunes/t000 copy.mid":
+                  files["tunes/t000.mid"]})
+    return files

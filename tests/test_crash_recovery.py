@@ -45,11 +45,7 @@ def kill_job_after(delay: float, *args: str) -> bool:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("crash")
-    files = {f"tunes/t{i:03d}.mid": midi_factory.melodic_midi(i) for i in range(150)}
-    files.update({f"noise/r{i:02d}.mid": midi_factory.random_midi(1000 + i, tracks=2) for i in range(30)})
-    files.update({"bad/empty.mid": b"", "bad/text.mid": b"not a midi file\n", "tunes/t000 copy.mid":
-                  files["tunes/t000.mid"]})
-    return write_corpus(tmp / "corpus", files)
+    return write_corpus(tmp / "corpus", midi_factory.crash_test_corpus(tunes=150, noise=30, noise_seed=1000))
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ from melodyflow.flows.cli import main
 from melodyflow.flows.evaluate import evaluate_melodies
 from melodyflow.models.evaluation.corpus import dataset_url, load_corpus
 from melodyflow.models.evaluation.features import ALL_FEATURES
-from melodyflow.models.hparams import debug_hparams
-from melodyflow.models.training.loop import TrainSettings, train
 
 
 
@@ -39,14 +37,10 @@ def _random_walk(seed: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from test_training import build_data
+    from test_training import train_debug_model
 
-    tmp = tmp_path_factory.mktemp("evaluate")
-    corpus = write_corpus(tmp / "corpus", {f"s{i:02d}.mid": midi_factory.melodic_midi(i) for i in range(40)})
-    data = build_data(corpus, tmp / "data", configs=("basic_rnn",), eval_ratio=0.3)
-    result = train(data, str(tmp / "run"), TrainSettings(config="basic_rnn", num_training_steps=10, eval_every=10),
-                   debug_hparams("basic_rnn"))
-    return {"data": data, "run": str(tmp / "run"), "bundle": result.bundle, "eval_metrics": result.eval_metrics}
+    data, run, result = train_debug_model(tmp_path_factory.mktemp("evaluate"), files=40, steps=10)
+    return {"data": data, "run": run, "bundle": result.bundle, "eval_metrics": result.eval_metrics}
 
 
 def _artifacts(flow_run_id) -> dict:

@@ -23,17 +23,10 @@ MANY_NOTES = 100_000  # 800 KB: under the size limit, refused by the note-count 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from test_training import build_data
+    from test_training import train_debug_model
 
-    from melodyflow.models.hparams import debug_hparams
-    from melodyflow.models.training.loop import TrainSettings, train
-
-    tmp = tmp_path_factory.mktemp("hostile-stages")
-    corpus = write_corpus(tmp / "corpus", {f"s{i:02d}.mid": midi_factory.melodic_midi(i) for i in range(30)})
-    data = build_data(corpus, tmp / "data", configs=("basic_rnn",), eval_ratio=0.3)
-    result = train(data, str(tmp / "run"), TrainSettings(config="basic_rnn", num_training_steps=4, eval_every=4),
-                   debug_hparams("basic_rnn"))
-    return {"data": data, "run": str(tmp / "run"), "bundle": result.bundle}
+    data, run, result = train_debug_model(tmp_path_factory.mktemp("hostile-stages"), files=30, steps=4)
+    return {"data": data, "run": run, "bundle": result.bundle}
 
 
 def hostile_midi_dir(root: Path, good: int) -> Path:

@@ -47,18 +47,12 @@ def cli_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A basic_rnn dataset (eval split included) and a debug model trained on it for 10 steps."""
-    from test_training import build_data
-
-    from melodyflow.models.hparams import debug_hparams
-    from melodyflow.models.training.loop import TrainSettings, train
+    from test_training import train_debug_model
 
     tmp = tmp_path_factory.mktemp("stage-kills")
-    corpus = write_corpus(tmp / "corpus", {f"s{i:02d}.mid": midi_factory.melodic_midi(i) for i in range(40)})
-    data = build_data(corpus, tmp / "data", configs=("basic_rnn",), eval_ratio=0.3)
-    train(data, str(tmp / "run"), TrainSettings(config="basic_rnn", num_training_steps=10, eval_every=10),
-          debug_hparams("basic_rnn"))
+    data, run, _ = train_debug_model(tmp, files=40, steps=10)
     primers = write_corpus(tmp / "primers", {f"p{i}.mid": midi_factory.melodic_midi(100 + i) for i in range(3)})
-    return {"data": data, "run": str(tmp / "run"), "primers": str(primers)}
+    return {"data": data, "run": run, "primers": str(primers)}
 
 
 def _anything_under(path: Path) -> bool:
@@ -116,9 +110,18 @@ def rerun(args: list[str], env: dict) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _report(stage: str, seed: int, killed: bool, published: bool) -> None:
+def kill_rerun_and_compare(args: list[str], env: dict, writing: Callable[[], bool], window: float, seed: int,
+                           out: Path, marker: Path, clean: Path) -> None:
+    """Kill the command while it writes; with its marker present the output must already be the clean run's
+    (a marker vouches for complete output), and a re-run must always give the clean run's output."""
+    killed = kill_while_writing(args, env, writing, window, seed)
+    published = marker.exists()
     where = "after its marker" if published else "before its marker"
-    print(f"\n{stage} seed {seed}: " + (f"killed {where}" if killed else "finished before the kill"))
+    print(f"\n{args[0]} seed {seed}: " + (f"killed {where}" if killed else "finished before the kill"))
+    if published:
+        assert snapshot(out) == snapshot(clean)
+    rerun(args, env)
+    assert snapshot(out) == snapshot(clean)
 
 
 # -- generate -------------------------------------------------------------------------------------------------
@@ -143,14 +146,8 @@ def test_generate_killed_while_writing_reruns_to_the_clean_result(trained, cli_e
                                                                   seed):
     clean, window = clean_generation
     out = tmp_path / "out"
-    args = generate_args(trained, out)
-    killed = kill_while_writing(args, cli_env, lambda: _anything_under(out), window, seed)
-    published = (out / "index.json").exists()
-    _report("generate", seed, killed, published)
-    if published:  # the index is the marker: with it, everything it lists is there and final
-        assert snapshot(out) == snapshot(clean)
-    rerun(args, cli_env)
-    assert snapshot(out) == snapshot(clean)
+    kill_rerun_and_compare(generate_args(trained, out), cli_env, lambda: _anything_under(out), window, seed,
+                           out, out / "index.json", clean)
 
 
 @pytest.mark.slow
@@ -191,14 +188,8 @@ def test_evaluate_killed_while_writing_reruns_to_the_clean_result(trained, cli_e
                                                                   seed):
     clean, window = clean_evaluation
     out = tmp_path / "out"
-    args = evaluate_args(trained, out)
-    killed = kill_while_writing(args, cli_env, lambda: _anything_under(out), window, seed)
-    published = (out / "evaluation.json").exists()
-    _report("evaluate", seed, killed, published)
-    if published:
-        assert snapshot(out) == snapshot(clean)
-    rerun(args, cli_env)
-    assert snapshot(out) == snapshot(clean)
+    kill_rerun_and_compare(evaluate_args(trained, out), cli_env, lambda: _anything_under(out), window, seed,
+                           out, out / "evaluation.json", clean)
 
 
 @pytest.mark.slow
@@ -243,13 +234,9 @@ def test_import_killed_while_writing_reruns_to_the_clean_result(mag, cli_env, cl
     args = ["import-magenta", mag, str(parent / "out")]
     # The import writes for milliseconds (a build directory, then one rename) before seconds of reporting and
     # shutdown: kills drawn from the whole window would all land after the rename.
-    killed = kill_while_writing(args, cli_env, _import_writing(parent, "out"), min(window, IMPORT_WRITE_S), seed)
-    published = (parent / "out").exists()
-    _report("import-magenta", seed, killed, published)
-    if published:  # OUT appears by one rename of a complete build directory
-        assert snapshot(parent / "out") == snapshot(clean)
-    rerun(args, cli_env)
-    assert snapshot(parent / "out") == snapshot(clean)
+    # OUT itself is the marker: it appears by one rename of a complete build directory.
+    kill_rerun_and_compare(args, cli_env, _import_writing(parent, "out"), min(window, IMPORT_WRITE_S), seed,
+                           parent / "out", parent / "out", clean)
     assert os.listdir(parent) == ["out"], "a killed import's build directory was left behind"
 
 

@@ -17,7 +17,7 @@ from support import write_corpus
 from melodyflow.models.bundles.bundle import BundleError, load_bundle, resolve_bundle
 from melodyflow.models.training.input_pipeline import make_dataset
 from melodyflow.models.hparams import debug_hparams
-from melodyflow.models.training.loop import DivergenceError, TrainSettings, train
+from melodyflow.models.training.loop import DivergenceError, TrainResult, TrainSettings, train
 from melodyflow.transforms.io import storage
 from melodyflow.transforms.ingest.batches import plan_ingest
 from melodyflow.transforms.melodies.job import run_dataset_pipeline
@@ -38,6 +38,16 @@ def build_data(source, data_root, configs=CONFIGS, fmt="compact", eval_ratio=0.2
         settings = DatasetSettings(config=get_config(name), format=fmt, eval_ratio=eval_ratio)
         run_dataset_pipeline(plan_dataset(str(data_root), settings), RunnerConfig(workers=1))
     return str(data_root)
+
+
+def train_debug_model(tmp, files: int, steps: int) -> tuple[str, str, TrainResult]:
+    """A basic_rnn dataset (30% eval) of ``files`` melodic tunes under ``tmp`` and a debug model trained on it
+    for ``steps`` steps: (data root, run dir, result)."""
+    corpus = write_corpus(tmp / "corpus", {f"s{i:02d}.mid": midi_factory.melodic_midi(i) for i in range(files)})
+    data = build_data(corpus, tmp / "data", configs=("basic_rnn",), eval_ratio=0.3)
+    result = train(data, str(tmp / "run"), TrainSettings(config="basic_rnn", num_training_steps=steps,
+                                                         eval_every=steps), debug_hparams("basic_rnn"))
+    return data, str(tmp / "run"), result
 
 
 @pytest.fixture(scope="module")

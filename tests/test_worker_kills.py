@@ -80,11 +80,7 @@ def _published(root, sub: str) -> list[str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kills")
-    files = {f"tunes/t{i:03d}.mid": midi_factory.melodic_midi(i) for i in range(400)}
-    files.update({f"noise/r{i:02d}.mid": midi_factory.random_midi(2000 + i, tracks=2) for i in range(40)})
-    files.update({"bad/empty.mid": b"", "bad/text.mid": b"not a midi file\n", "tunes/t000 copy.mid":
-                  files["tunes/t000.mid"]})
-    return write_corpus(tmp / "corpus", files)
+    return write_corpus(tmp / "corpus", midi_factory.crash_test_corpus(tunes=400, noise=40, noise_seed=2000))
 
 
 @pytest.fixture(scope="module")
