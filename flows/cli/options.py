@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import sys
 import textwrap
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 EPILOG = """\
@@ -83,24 +84,23 @@ def at_least(minimum: int):
     return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+def _float_where(accepts: Callable[[float], bool], requirement: str, name: str) -> Callable[[str], float]:
+    """An argparse type: a number that ``accepts`` (NaN never does), else ``requirement`` in the error."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"{requirement}, got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+positive_float = _float_where(lambda v: v > 0, "must be positive", "positive_float")
+non_negative_float = _float_where(lambda v: v >= 0, "must be 0 or more", "non_negative_float")
 
 
 def seconds_or_zero(text: str) -> float:
