@@ -22,6 +22,22 @@ from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+
+def _shared() -> str:
+    """The project's shared directory: the nearest ``shared/`` beside the checkout or above it (a git
+    worktree sits one level deeper than the main checkout)."""
+    here = ROOT
+    while os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+        if os.path.isdir(os.path.join(here, "shared", "corpora")):
+            return os.path.join(here, "shared")
+    return os.path.join(ROOT, "..", "shared")
+
+
+SHARED = _shared()
+MAGENTA_REFERENCE = os.path.join(SHARED, "tools", "magenta-reference")  # its setup.sh and run script
+NOTTINGHAM = os.path.join(SHARED, "corpora", "nottingham")
 SCORE_EXTENSIONS = (".mid", ".midi", ".kar", ".abc", ".xml", ".mxl", ".musicxml")
 
 

@@ -32,13 +32,12 @@ import sys
 import time
 from dataclasses import dataclass
 
+import _harness as h
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-# ../shared beside the checkout (or beside the worktrees' folder, for a git worktree one level deeper).
-SHARED = next((p for p in (os.path.join(ROOT, "..", "shared"), os.path.join(ROOT, "..", "..", "shared"))
-               if os.path.isdir(p)), os.path.join(ROOT, "..", "shared"))
-REFERENCE = os.path.join(SHARED, "tools", "magenta-reference")
-NOTTINGHAM = os.path.join(SHARED, "corpora", "nottingham")
+REFERENCE = h.MAGENTA_REFERENCE
+NOTTINGHAM = h.NOTTINGHAM
 DEFAULT_VENV = os.environ.get("MAGENTA_VENV", os.path.join(ROOT, "..", "magenta-venv"))
 
 # absl's "I1201 18:22:33.123456 …] … Global Step = 11, Loss = …" and Prefect's "18:22:33.123 | INFO | … step 11/300".

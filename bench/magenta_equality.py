@@ -36,13 +36,12 @@ import subprocess
 import sys
 import time
 
+import _harness as h
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-# ../shared beside the checkout (or beside the worktrees' folder, for a git worktree one level deeper).
-SHARED = next((p for p in (os.path.join(ROOT, "..", "shared"), os.path.join(ROOT, "..", "..", "shared"))
-               if os.path.isdir(p)), os.path.join(ROOT, "..", "shared"))
-REFERENCE = os.path.join(SHARED, "tools", "magenta-reference")
-CORPUS = os.path.join(SHARED, "corpora", "nottingham")
+REFERENCE = h.MAGENTA_REFERENCE
+CORPUS = h.NOTTINGHAM
 # The small model learns at 0.01 so that a few dozen steps already give it a melody of its own to compare.
 SIZES = {"small": "batch_size=8,rnn_layer_sizes=[16,16],learning_rate=0.01",
          "default": "batch_size=128,rnn_layer_sizes=[128,128]"}

@@ -45,18 +45,8 @@ import _harness as h
 
 
 
-def _shared() -> str:
-    """The project's shared directory: the nearest ``shared/`` beside the checkout or above it."""
-    here = h.ROOT
-    while os.path.dirname(here) != here:
-        here = os.path.dirname(here)
-        if os.path.isdir(os.path.join(here, "shared", "corpora")):
-            return os.path.join(here, "shared")
-    return os.path.join(h.ROOT, "..", "shared")
-
-
-REFERENCE_RUNNER = os.path.join(_shared(), "tools", "magenta-reference", "run")
-DEFAULT_CORPUS = os.path.join(_shared(), "corpora", "nottingham")
+REFERENCE_RUNNER = os.path.join(h.MAGENTA_REFERENCE, "run")
+DEFAULT_CORPUS = h.NOTTINGHAM
 MELODYFLOW = os.path.join(os.path.dirname(sys.executable), "melodyflow")
 
 

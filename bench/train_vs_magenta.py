@@ -32,9 +32,11 @@ import sys
 import tempfile
 import time
 
+import _harness as h
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-REFERENCE_RUNNER = os.path.join(ROOT, "..", "shared", "tools", "magenta-reference", "run")  # from /work/main
+REFERENCE_RUNNER = os.path.join(h.MAGENTA_REFERENCE, "run")
 # Magenta's basic_rnn defaults, spelled out so both sides train the same model whatever either's defaults.
 HPARAMS = {"batch_size": 128, "rnn_layer_sizes": [128, 128], "dropout_keep_prob": 0.5, "learning_rate": 0.001,
            "clip_norm": 5}
