@@ -84,7 +84,7 @@ def at_least(minimum: int):
     return parse
 
 
-def _float_where(accepts: Callable[[float], bool], requirement: str, name: str) -> Callable[[str], float]:
+def float_where(accepts: Callable[[float], bool], requirement: str, name: str) -> Callable[[str], float]:
     """An argparse type: a number that ``accepts`` (NaN never does), else ``requirement`` in the error."""
     def parse(text: str) -> float:
         try:
@@ -99,8 +99,8 @@ def _float_where(accepts: Callable[[float], bool], requirement: str, name: str) 
     return parse
 
 
-positive_float = _float_where(lambda v: v > 0, "must be positive", "positive_float")
-non_negative_float = _float_where(lambda v: v >= 0, "must be 0 or more", "non_negative_float")
+positive_float = float_where(lambda v: v > 0, "must be positive", "positive_float")
+non_negative_float = float_where(lambda v: v >= 0, "must be 0 or more", "non_negative_float")
 
 
 def seconds_or_zero(text: str) -> float:

@@ -6,7 +6,8 @@ import argparse
 
 from melodyflow.flows.cli import checks, output
 from melodyflow.flows.cli.command import Command, UsageError
-from melodyflow.flows.cli.options import add_config_arg, add_setting, add_training_limit_args, at_least, config_for
+from melodyflow.flows.cli.options import (add_config_arg, add_setting, add_training_limit_args, at_least, config_for,
+                                         float_where)
 from melodyflow.models.training.loop import TrainSettings
 
 HPARAMS_HELP = ("hyperparameter overrides as JSON ('{\"rnn_layer_sizes\":[64]}') or Magenta's form "
@@ -43,14 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_limit_args(parser)
 
 
-def positive_loss(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive loss in nats per step, not {text}")
-    return value
+positive_loss = float_where(lambda v: 0 < v < float("inf"), "must be a positive loss in nats per step",
+                            "positive_loss")
 
 
 def check_hparams(config: str, preset: str | None, spec: str | None, init_from: str | None = None) -> None:
