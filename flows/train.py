@@ -75,6 +75,7 @@ def train_task(data_root: str, run_dir: str, settings, hparams) -> dict:
     logger.info("Training %s for %s with hparams %s → %s", settings.config, " or ".join(limits),
                 hparams.to_dict(), run_dir)
     result = train(data_root, run_dir, settings, hparams, progress=on_progress)
+    logger.info("CPU threads: %s", result.threads)
     if result.stop_reason == "time_budget":
         logger.info("Time budget of %g s reached at step %d", settings.time_budget_s, result.step)
     elif result.stop_reason == "eval_loss_reached":

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from melodyflow.models.hparams import default_hparams
-from melodyflow.models.network.fused_lstm import FusedLSTM
+from melodyflow.models.network.fused_lstm import FusedLSTM, block_lstm, row_groups
 from melodyflow.models.network.melody_rnn import build_model, masked_metrics
 
 TOL = 1e-5
@@ -117,3 +117,33 @@ def test_keras_path_is_kept_where_the_kernel_does_not_apply():
     ref.set_weights(layer.get_weights())
     assert not layer._fusable(x, None)
     np.testing.assert_allclose(layer(x).numpy(), ref(x).numpy(), atol=1e-6)
+
+
+@cpu_only
+@pytest.mark.parametrize(("batch", "groups"), [(7, 3), (2, 3), (16, 2)])
+def test_row_groups_give_the_same_outputs_and_gradients(batch, groups):
+    """Rows split into groups (uneven, or more groups than rows) compute what one kernel computes."""
+    rng = np.random.default_rng(batch)
+    steps, inputs, units = 9, 6, 5
+    x, h0, c0 = (tf.constant(rng.normal(size=shape).astype(np.float32))
+                 for shape in ((steps, batch, inputs), (batch, units), (batch, units)))
+    weights = [tf.constant(rng.normal(scale=0.5, size=shape).astype(np.float32))
+               for shape in ((inputs, 4 * units), (units, 4 * units), (4 * units,))]
+    results = []
+    for g in (1, groups):
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0, c0, *weights])
+            outputs = block_lstm(x, h0, c0, *weights, groups=g)
+            loss = _loss(outputs)
+        results.append(([o.numpy() for o in outputs], [t.numpy() for t in tape.gradient(loss, [x, h0, c0, *weights])]))
+    (want_out, want_grads), (got_out, got_grads) = results
+    for want, got in zip(want_out + want_grads, got_out + got_grads):
+        assert np.abs(want).max() > 1e-3
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize(("rows", "cores", "threads_per_op", "groups"),
+                         [(128, 2, 1, 2), (128, 2, 2, 1), (128, 16, 1, 16), (64, 16, 1, 8), (None, 4, 1, 4),
+                          (5, 4, 1, 1), (128, 16, 4, 4), (128, 1, 1, 1)])
+def test_row_groups_one_per_core_a_thread_each_and_enough_rows(rows, cores, threads_per_op, groups):
+    assert row_groups(rows, cores, threads_per_op) == groups

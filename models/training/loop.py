@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from melodyflow.models.hparams import AnyHParams
+from melodyflow.models.hparams import AnyHParams, HParams
 from melodyflow.models.training.fine_tune import Parent
 from melodyflow.models.training.checkpoints import CHECKPOINTS
 from melodyflow.models.training.cluster import cluster_role, remove_scratch, scratch_run_dir
+from melodyflow.models.training.cpu_threads import describe_threads, use_one_thread_per_op
 from melodyflow.models.training.divergence import DivergenceError, DivergenceGuard
 from melodyflow.transforms.io import storage
 
@@ -78,6 +79,7 @@ class TrainResult:
     time_budget_s: float | None = None
     parent: dict | None = None  # the bundle this run was fine-tuned from
     role: str = "single process"  # in a multi-worker cluster: which task, and whether it is the chief
+    threads: str = "TensorFlow's default"  # the CPU thread settings it trained with (cpu_threads)
     writes_run: bool = True  # False on a non-chief worker: the chief alone writes the run directory
 
     def to_dict(self) -> dict:
@@ -149,6 +151,10 @@ class Trainer:
         from melodyflow.models.training.run_dir import RunDir
 
         s = self.settings
+        if isinstance(self.hparams, HParams):  # before any TensorFlow op starts the runtime
+            self.threads = use_one_thread_per_op()
+        else:
+            self.threads = describe_threads()
         self.strategy = choose_strategy()  # first: a multi-worker strategy must precede other TensorFlow ops
         self.role = cluster_role()
         self.info, self.local = open_training_data(self.data_root, s.config)
@@ -315,7 +321,8 @@ class Trainer:
                            elapsed_s=round(time.monotonic() - self.started, 3), stop_reason=self.stop_reason,
                            time_budget_s=self.settings.time_budget_s,
                            parent=self.parent.record() if self.parent else None,
-                           role=self.role.describe(), writes_run=self.role.is_chief)
+                           role=self.role.describe(), writes_run=self.role.is_chief,
+                           threads=self.threads)
 
     def _export(self, step: int) -> str:
         """The bundle's URL; a non-chief worker writes none and returns an empty string."""
