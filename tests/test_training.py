@@ -195,6 +195,18 @@ def test_both_record_formats_feed_identical_batches(tmp_path):
             np.testing.assert_array_equal(x, y)
 
 
+def test_input_datasets_run_without_autotuning(tmp_path):
+    """Deleting an autotuned iterator can wait for tf.data's optimizer thread for up to a minute
+    (input_pipeline.PREFETCH_BATCHES); both kinds of dataset must run without it."""
+    corpus = write_corpus(tmp_path / "c", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(3)})
+    info = open_dataset(build_data(corpus, tmp_path / "d", configs=("basic_rnn",)), "basic_rnn")
+    paths = [storage.join(info["url"], n) for n in info["shards"]["train"]]
+    for training in (True, False):
+        ds = make_dataset(paths, fmt=info["format"], input_size=38, batch_size=2, training=training)
+        assert ds.options().autotune.enabled is False
+        assert next(iter(ds))[0].shape[-1] == 38
+
+
 @pytest.mark.slow
 def test_training_from_and_to_gcs_resumes_on_a_fresh_machine(gcs_bucket, tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "c", {f"s{i}.mid": midi_factory.melodic_midi(i) for i in range(10)})

@@ -20,6 +20,13 @@ from melodyflow.transforms.io import storage
 # Finer buckets gained under 3% more and hold more partly filled batches in memory.
 BUCKET_BOUNDARIES = tuple(range(32, 512, 32))
 
+# Batches made ahead of the step that needs them. A fixed number, with tf.data's autotuning off: an
+# autotuned iterator runs an optimizer thread whose timed waits grow to a minute, and deleting the
+# iterator blocks on that thread, holding Python's lock: at the end of training this cost 17-35 s of a
+# whole idle process in 9 runs of 24 (2 cores, TF 2.21; native stacks in docs/models.md). A
+# batch takes about 10 ms of CPU to make against 300 ms and more to train on, so two ahead never starve.
+PREFETCH_BATCHES = 2
+
 
 def cache_root() -> str:
     return storage.cache_dir("staged")
@@ -102,4 +109,6 @@ def make_dataset(paths: list[str], *, fmt: str, input_size: int, batch_size: int
             ds = ds.skip(skip_batches)
     else:
         ds = ds.padded_batch(batch_size, padded_shapes=padded_shapes)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False  # AUTOTUNE parallelism then means one per core (see PREFETCH_BATCHES)
+    return ds.prefetch(PREFETCH_BATCHES).with_options(options)
