@@ -25,7 +25,7 @@ def use_one_thread_per_op() -> str:
     from melodyflow.models.network.fused_lstm import usable_cores
 
     if any(name in os.environ for name in USER_SETTINGS):
-        return "as set by " + ", ".join(f"{n}={os.environ[n]}" for n in USER_SETTINGS if n in os.environ)
+        return describe_threads()
     if tf.config.list_physical_devices("GPU"):
         return "TensorFlow's default (GPU machine)"
     try:
@@ -37,8 +37,11 @@ def use_one_thread_per_op() -> str:
 
 
 def describe_threads() -> str:
+    """The thread settings this process' TensorFlow runs with, in words."""
     import tensorflow as tf
 
+    if any(name in os.environ for name in USER_SETTINGS):
+        return "as set by " + ", ".join(f"{n}={os.environ[n]}" for n in USER_SETTINGS if n in os.environ)
     intra = tf.config.threading.get_intra_op_parallelism_threads()
     inter = tf.config.threading.get_inter_op_parallelism_threads()
     if not intra and not inter:
