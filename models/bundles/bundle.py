@@ -26,25 +26,35 @@ class BundleError(RuntimeError):
     """A bundle is missing or incomplete."""
 
 
+_VERSION_NAME = re.compile(r"v(\d{4,})")  # a bundle version directory: v0001, v0002, ...
+
+
 def _versions(run_dir: str) -> list[int]:
     out = []
     for url in storage.list_dir(storage.join(run_dir, BUNDLES)):
-        m = re.fullmatch(r"v(\d{4,})", url.rstrip("/").rsplit("/", 1)[-1])
+        m = _VERSION_NAME.fullmatch(url.rstrip("/").rsplit("/", 1)[-1])
         if m:
             out.append(int(m.group(1)))
     return sorted(out)
 
 
+def _latest_name(run_dir: str) -> str | None:
+    """What ``RUN_DIR/bundles/LATEST`` says (``""`` when it is not text); None when there is no ``LATEST``."""
+    try:
+        return storage.read_text(storage.join(run_dir, BUNDLES, LATEST)).strip()
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        return ""
+
+
 def _published_version(run_dir: str) -> int:
     """The version ``LATEST`` names (0 when none is published); every existing one if ``LATEST`` is unreadable,
     so a damaged pointer never costs a finished training run its export."""
-    try:
-        name = storage.read_text(storage.join(run_dir, BUNDLES, LATEST)).strip()
-    except FileNotFoundError:
+    name = _latest_name(run_dir)
+    if name is None:
         return 0
-    except UnicodeDecodeError:
-        name = ""
-    m = re.fullmatch(r"v(\d{4,})", name)
+    m = _VERSION_NAME.fullmatch(name)
     return int(m.group(1)) if m else max(_versions(run_dir), default=0)
 
 
@@ -72,16 +82,13 @@ def resolve_bundle(bundle_or_run_dir: str) -> str:
     """Accept a bundle URL or a RUN_DIR (then its LATEST bundle)."""
     if storage.exists(storage.join(bundle_or_run_dir, METADATA)):
         return bundle_or_run_dir
-    latest = storage.join(bundle_or_run_dir, BUNDLES, LATEST)
-    try:
-        name = storage.read_text(latest).strip()
-    except FileNotFoundError:
+    name = _latest_name(bundle_or_run_dir)
+    if name is None:
         raise BundleError(f"{bundle_or_run_dir} is neither a bundle nor a run directory with a finished "
-                          "bundle (train it with `melodyflow train`)") from None
-    except UnicodeDecodeError:
-        name = ""
+                          "bundle (train it with `melodyflow train`)")
     url = storage.join(bundle_or_run_dir, BUNDLES, name)
-    if not re.fullmatch(r"v\d{4,}", name) or not storage.exists(storage.join(url, METADATA)):
+    if not _VERSION_NAME.fullmatch(name) or not storage.exists(storage.join(url, METADATA)):
+        latest = storage.join(bundle_or_run_dir, BUNDLES, LATEST)
         raise BundleError(f"{latest} names {name[:40]!r}, which is not a bundle under {bundle_or_run_dir}/{BUNDLES}: "
                           "the run directory is damaged")
     return url

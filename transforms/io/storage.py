@@ -281,6 +281,9 @@ def iter_lines(url: str, block_size: int = 1 << 20) -> Iterator[str]:
         yield pending.decode("utf-8")
 
 
+TEMPORARY_SUFFIX = ".tmp-"  # write_stream writes a local file as NAME.tmp-PID, then renames it to NAME
+
+
 def write_stream(url: str, produce: Callable[[], Iterable[bytes]], *, durable: bool = True) -> None:
     """Write an object from the pieces ``produce()`` yields, holding one piece at a time.
 
@@ -293,7 +296,7 @@ def write_stream(url: str, produce: Callable[[], Iterable[bytes]], *, durable: b
     if protocol_of(url) == "file":
         path = local_path(url)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
+        tmp = f"{path}{TEMPORARY_SUFFIX}{os.getpid()}"
         try:
             with open(tmp, "wb") as fh:
                 for piece in produce():
@@ -324,7 +327,7 @@ def write_stream(url: str, produce: Callable[[], Iterable[bytes]], *, durable: b
     retrying("writing", url, upload)
 
 
-_TEMPORARY = re.compile(r".+\.tmp-\d+")  # what write_stream names a local file while it is written
+_TEMPORARY = re.compile(rf".+{re.escape(TEMPORARY_SUFFIX)}\d+")  # write_stream's temporary files
 
 
 def remove_temporaries(url: str) -> int:
